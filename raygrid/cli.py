@@ -1,0 +1,212 @@
+"""The ``raygrid`` command line: a few lines over library functions per command."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable, List, Optional, TypeVar
+
+import typer
+from rich.console import Console
+
+from raygrid.errors import RaygridError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Experiment grids on adversarial product images and visual recommenders.")
+console = Console()
+err_console = Console(stderr=True)
+T = TypeVar("T")
+
+SetOption = typer.Option(None, "--set", "-s", help="Override a setting: section.key=value (repeatable).")
+TrackingOption = typer.Option("mlruns", "--tracking", "-t", help="MLflow store: folder, sqlite:/// URI or http:// server.")
+
+
+def _guard(fn: Callable[[], T]) -> T:
+    """Run ``fn``; a user error becomes one line on stderr and exit code 2."""
+    try:
+        return fn()
+    except RaygridError as exc:
+        err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("mlflow", "alembic", "ray", "filelock", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if verbose else logging.ERROR)
+
+
+@app.command()
+def validate(file: Path = typer.Argument(..., help="Grid file (YAML)."), set_: Optional[List[str]] = SetOption) -> None:
+    """Expand and validate every grid point; print the count and the trial names."""
+    from raygrid.config.loader import load_grid
+
+    grid = _guard(lambda: load_grid(file, set_ or ()))
+    console.print(f"[bold]{grid.name}[/bold]: {len(grid.trials)} trials, all valid")
+    for trial in grid.trials:
+        console.print(f"  {trial.name}")
+
+
+@app.command()
+def run(
+    file: Path = typer.Argument(..., help="Grid file (YAML)."),
+    set_: Optional[List[str]] = SetOption,
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (default: start a local Ray)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log stage progress."),
+) -> None:
+    """Run every trial of a grid on Ray Tune and record it in MLflow."""
+    from raygrid.config.loader import load_grid
+    from raygrid.grid.runner import run_grid
+
+    _logging(verbose)
+    grid = _guard(lambda: load_grid(file, set_ or ()))
+    console.print(f"[bold]{grid.name}[/bold]: {len(grid.trials)} trials")
+    with _progress(len(grid.trials)) as report:
+        outcome = _guard(lambda: run_grid(grid, address=address, progress=report))
+    _print_outcome(outcome)
+
+
+@app.command()
+def resume(
+    name: str = typer.Argument(..., help="Grid name (its MLflow experiment)."),
+    tracking: str = TrackingOption,
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Re-run the trials of a grid's latest session that did not finish, in their own MLflow runs."""
+    from raygrid.grid.runner import resume_grid
+
+    _logging(verbose)
+    with _progress(None) as report:
+        outcome = _guard(lambda: resume_grid(name, tracking=tracking, address=address, progress=report))
+    if outcome.skipped:
+        console.print(f"{len(outcome.skipped)} trials had finished and were skipped")
+    _print_outcome(outcome)
+
+
+@app.command()
+def status(name: str = typer.Argument(..., help="Grid name."), tracking: str = TrackingOption) -> None:
+    """Each trial's state and key metrics in the grid's latest session."""
+    from raygrid.grid.runner import KEY_METRICS
+    from raygrid.reports.summary import trials_table
+    from raygrid.tracking.store import GridTracker, check_tracking, resolve_tracking, trial_table
+
+    def load() -> list[dict]:
+        target = resolve_tracking(tracking)
+        check_tracking(target)
+        tracker = GridTracker(target)
+        experiment_id = tracker.experiment_id(name, create=False)
+        parent = tracker.latest_grid_run(experiment_id) if experiment_id else None
+        if parent is None:
+            raise RaygridError(f"no grid named {name!r} in {target.uri}; run one with raygrid run FILE, or pass --tracking")
+        runs = sorted(tracker.trial_runs(experiment_id, parent.info.run_id).values(), key=lambda r: r.info.run_name)
+        return trial_table(runs, KEY_METRICS)
+
+    rows = _guard(load)
+    console.print(trials_table(rows, KEY_METRICS))
+    counts = {s: sum(r["status"] == s for r in rows) for s in {r["status"] for r in rows}}
+    console.print(", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())))
+
+
+@app.command("list")
+def list_components() -> None:
+    """The registered components, by kind, and the pipeline's stages."""
+    import raygrid.components  # noqa: F401
+    from raygrid.pipeline.spec import STAGES
+    from raygrid.registry import REGISTRIES
+
+    for kind, registry in REGISTRIES.items():
+        console.print(f"[bold]{kind}[/bold]: {', '.join(registry.names())}")
+    console.print(f"[bold]stages[/bold]: {', '.join(STAGES)}")
+
+
+@app.command()
+def ui(
+    tracking: str = TrackingOption,
+    port: int = typer.Option(5000, "--port", "-p"),
+) -> None:
+    """Start the MLflow UI on the local store, bound to 127.0.0.1."""
+    from raygrid.tracking.store import resolve_tracking
+
+    target = _guard(lambda: resolve_tracking(tracking))
+    if target.is_server:
+        console.print(f"the results are on a tracking server: open {target.uri}")
+        return
+    assert target.artifact_root is not None
+    if not Path(target.uri[len("sqlite:///") :]).is_file():
+        _guard(lambda: (_ for _ in ()).throw(RaygridError(f"no MLflow store at {target.artifact_root.parent}; run a grid first or pass --tracking")))
+    mlflow = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or shutil.which("mlflow") or "mlflow"
+    command = [
+        mlflow, "server", "--backend-store-uri", target.uri, "--default-artifact-root", target.artifact_root.as_uri(),
+        "--host", "127.0.0.1", "--port", str(port),
+    ]
+    console.print(f"MLflow UI on http://127.0.0.1:{port} (Ctrl-C to stop)")
+    raise typer.Exit(subprocess.call(command))
+
+
+class _progress:
+    """A tqdm bar fed by the grid runner's per-trial progress callback."""
+
+    def __init__(self, total: int | None) -> None:
+        self.total = total
+        self.bar = None
+
+    def __enter__(self) -> Callable[[int, int, str, str], None]:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=self.total, unit="trial", desc="trials", disable=None, file=sys.stderr)
+        failed = [0]
+
+        def report(done: int, total: int, name: str, state: str) -> None:
+            assert self.bar is not None
+            if self.bar.total != total:
+                self.bar.total = total
+            failed[0] += state != "FINISHED"
+            self.bar.set_postfix_str(f"last: {name} {state.lower()}" + (f", {failed[0]} failed" if failed[0] else ""))
+            self.bar.update(done - self.bar.n)
+
+        return report
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _print_outcome(outcome) -> None:  # noqa: ANN001
+    from raygrid.grid.runner import KEY_METRICS
+    from raygrid.reports.summary import attack_baselines, stages_table, trials_table
+
+    for warning in outcome.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
+    console.print(trials_table(outcome.trials, KEY_METRICS, attack_baselines(outcome.grid)))
+    if outcome.stages:
+        console.print(stages_table(outcome.stages))
+    finished = len(outcome.trials) - len(outcome.failed)
+    console.print(f"{finished} of {len(outcome.trials)} trials finished in {outcome.seconds:.0f} s")
+    for row in outcome.trials:
+        if row["status"] != "FINISHED" and row.get("error"):
+            console.print(f"  [red]{row['trial']}[/red]: {row['error']}", highlight=False)
+    exe = Path(sys.executable).parent / "raygrid"
+    shown = os.path.relpath(exe) if exe.exists() else "raygrid"
+    shown = shown if shown.startswith((".", "/")) else f"./{shown}"
+    folder = outcome.target.artifact_root.parent if outcome.target.artifact_root else None
+    if outcome.failed:
+        console.print(f"Fix the cause, then re-run the failed trials: {shown} resume {outcome.grid.name}")
+    if folder is not None:
+        console.print(f"Open the results in the MLflow UI: [bold]{shown} ui --tracking {os.path.relpath(folder)}[/bold]  (then http://127.0.0.1:5000)")
+    else:
+        console.print(f"Open the results in the MLflow UI: {outcome.target.uri}")
+    if outcome.failed:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,8 @@
+"""Import every component package so that its classes register themselves.
+
+Registration happens at import time (``@ATTACKS.register("pgd")`` and so on);
+anything that needs the full registries (the config schema, ``raygrid list``, a
+Ray worker running a stage) imports this module first.
+"""
+
+from raygrid import attacks, data, extractors, recommenders, studies  # noqa: F401

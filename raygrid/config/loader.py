@@ -1,0 +1,248 @@
+"""Read a grid file: YAML -> validated run settings and one validated config per grid point.
+
+Precedence: component defaults < the YAML file < ``--set`` overrides from the CLI.
+Every grid point is validated here, before Ray starts, and a mistake becomes a
+:class:`~raygrid.errors.ConfigError` naming the file, the trial and the key path.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from raygrid.config.schema import COMPONENT_SECTIONS, RUN_KEYS, GridRunSettings, trial_model
+from raygrid.errors import ConfigError
+from raygrid.hashing import content_hash
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """One grid point.
+
+    Attributes:
+        name: Trial name built from the grid axes' values, e.g. ``standard-pgd_eps8-vbpr``;
+            unique within the grid and used as its grid key.
+        axes: The value of each grid axis at this point, by dotted path.
+        config: The validated trial config (a ``TrialConfig`` model).
+    """
+
+    name: str
+    axes: dict[str, Any]
+    config: BaseModel
+
+    @property
+    def config_dict(self) -> dict[str, Any]:
+        """The resolved trial config as plain JSON-able data."""
+        return self.config.model_dump(mode="json")
+
+    @property
+    def config_hash(self) -> str:
+        """Hash of the resolved trial config: changes whenever any setting of the trial changes."""
+        return content_hash(self.config_dict)
+
+    def component(self, section: str) -> str:
+        """A short label of one component section, e.g. ``pgd_eps8`` for the attack."""
+        return axis_label(_non_default_fields(getattr(self.config, section)))
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """A validated grid file.
+
+    Attributes:
+        name: Grid name (the file's ``name`` key, else its stem); also the MLflow experiment.
+        path: The file it was read from (``None`` when built from a dict).
+        document: The resolved YAML document, overrides applied.
+        settings: Run-wide settings (resources, tracking, storage, grid axes).
+        trials: Every grid point, in Cartesian-product order of the axes as written.
+    """
+
+    name: str
+    path: Path | None
+    document: dict[str, Any]
+    settings: GridRunSettings
+    trials: list[TrialSpec] = field(default_factory=list)
+
+    @property
+    def grid_hash(self) -> str:
+        """Hash of the resolved document: two runs with equal hashes ran the same grid."""
+        return content_hash(self.document)
+
+    def trial(self, name: str) -> TrialSpec:
+        """The grid point called ``name``."""
+        for t in self.trials:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+
+def load_grid(path: str | Path, overrides: Sequence[str] = ()) -> GridSpec:
+    """Read, resolve and validate the grid file at ``path``.
+
+    Args:
+        path: A YAML grid file.
+        overrides: ``dotted.path=value`` strings applied over the file (values parsed as YAML).
+
+    Raises:
+        ConfigError: The file is missing, not YAML, or any grid point is invalid.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"grid file {str(path)!r} not found; give the path of a YAML grid such as experiments/demo.yaml")
+    try:
+        document = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where} ({getattr(exc, 'problem', exc)}); fix the syntax") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc}); check the file") from None
+    if document is None:
+        document = {}
+    if not isinstance(document, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of settings, not a {type(document).__name__}")
+    document.setdefault("name", _name_from_stem(path.stem))
+    return build_grid(document, overrides=overrides, source=str(path), path=path)
+
+
+def build_grid(
+    document: dict[str, Any],
+    *,
+    overrides: Sequence[str] = (),
+    source: str = "<grid>",
+    path: Path | None = None,
+) -> GridSpec:
+    """Validate a grid given as a dict (the YAML document); see :func:`load_grid`."""
+    document = copy.deepcopy(document)
+    for item in overrides:
+        key, value = parse_override(item)
+        _set_path(document, key, value, source)
+    run_part = {k: v for k, v in document.items() if k in RUN_KEYS}
+    trial_part = {k: v for k, v in document.items() if k not in RUN_KEYS}
+    try:
+        settings = GridRunSettings.model_validate(run_part)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {format_validation_error(exc)}") from None
+
+    model = trial_model()
+    axes = list(settings.grid.items())
+    for axis, values in axes:
+        head = axis.split(".")[0]
+        if head not in model.model_fields or head == "name":
+            choices = ", ".join(k for k in model.model_fields if k != "name")
+            raise ConfigError(f"{source}: grid axis {axis!r}: {head!r} is not a trial setting; use one of: {choices}")
+        if not values:
+            raise ConfigError(f"{source}: grid axis {axis!r} has no values; give a non-empty list")
+
+    for item in overrides:
+        key = parse_override(item)[0]
+        for axis, _ in axes:
+            if key == axis or key.startswith(axis + ".") or axis.startswith(key + "."):
+                raise ConfigError(
+                    f"--set {key} is decided by the grid axis {axis!r}, which would override it; "
+                    f"set the axis instead, e.g. --set 'grid.{axis}=[...]'"
+                )
+
+    trials: list[TrialSpec] = []
+    seen: dict[str, dict[str, Any]] = {}
+    for combo in itertools.product(*(values for _, values in axes)) if axes else [()]:
+        point = copy.deepcopy(trial_part)
+        assignment = {axis: value for (axis, _), value in zip(axes, combo)}
+        for axis, value in assignment.items():
+            _set_path(point, axis, copy.deepcopy(value), source)
+        name = "-".join(axis_label(v) for v in combo) or "trial"
+        where = f"{source}: trial {name!r}" if axes else source
+        try:
+            config = model.model_validate(point)
+        except ValidationError as exc:
+            raise ConfigError(f"{where}: {format_validation_error(exc)}") from None
+        if name in seen:
+            raise ConfigError(
+                f"{source}: grid points {seen[name]} and {assignment} are both named {name!r}; make the axis values distinct"
+            )
+        seen[name] = assignment
+        trials.append(TrialSpec(name=name, axes=assignment, config=config))
+
+    name = trials[0].config.name  # type: ignore[attr-defined]
+    return GridSpec(name=name, path=path, document=document, settings=settings, trials=trials)
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """Split ``dotted.path=value``; the value is parsed as YAML (``eps=8`` gives an int)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r} must look like section.key=value, e.g. attack.eps=8")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def axis_label(value: Any) -> str:
+    """A short, path-safe label of a grid axis value: ``{name: pgd, eps: 8}`` -> ``pgd_eps8``."""
+    if isinstance(value, dict):
+        parts = [axis_label(value["name"])] if "name" in value else []
+        parts += [f"{k}{axis_label(v)}" for k, v in value.items() if k != "name"]
+        return "_".join(parts)
+    if isinstance(value, (list, tuple)):
+        return "x".join(axis_label(v) for v in value)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return re.sub(r"[^A-Za-z0-9.]+", "", str(value))
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line naming the first invalid key path, the problem and the value given."""
+    errors = exc.errors()
+    first = errors[0]
+    loc = _clean_loc(first.get("loc", ()))
+    message = first.get("msg", "invalid value")
+    if first.get("type") == "extra_forbidden":
+        message = "unknown key (a typo?); remove it or check the spelling"
+    elif first.get("type") == "union_tag_invalid":
+        tags = first.get("ctx", {}).get("expected_tags", "")
+        message = f"unknown component {first.get('ctx', {}).get('tag')!r}; choose one of: {tags}"
+    given = first.get("input")
+    shown = "" if first.get("type") in ("extra_forbidden", "missing", "union_tag_invalid") else f" (got {given!r})"
+    more = f" [and {len(errors) - 1} more problem(s)]" if len(errors) > 1 else ""
+    return f"{loc or '<top level>'}: {message}{shown}{more}"
+
+
+def _clean_loc(loc: Iterable[Any]) -> str:
+    parts = [str(p) for p in loc]
+    # Discriminated unions put the tag in the path (attack.pgd.eps): drop it.
+    if len(parts) > 2 and parts[0] in COMPONENT_SECTIONS:
+        parts = [parts[0]] + parts[2:]
+    return ".".join(parts)
+
+
+def _set_path(target: dict[str, Any], dotted: str, value: Any, source: str) -> None:
+    keys = dotted.split(".")
+    node = target
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{source}: cannot set {dotted!r}: {key!r} is a value, not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def _name_from_stem(stem: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", stem) or "grid"
+
+
+def _non_default_fields(section: BaseModel) -> dict[str, Any]:
+    data = {"name": getattr(section, "name")}
+    defaults = type(section)()
+    for key in type(section).model_fields:
+        if key != "name" and getattr(section, key) != getattr(defaults, key):
+            data[key] = getattr(section, key)
+    return data

@@ -1,0 +1,7 @@
+"""Image feature extractors: images in [0, 1] -> features and category logits.
+
+Importing the package registers the built-in extractors in
+:data:`raygrid.registry.EXTRACTORS`.
+"""
+
+from raygrid.extractors import smallcnn  # noqa: F401  (registers "smallcnn")

@@ -1,0 +1,1 @@
+"""Ray Tune grids: one trial per grid point, shared stages through a broker, resources, resume."""

@@ -1,0 +1,91 @@
+"""Stage sharing inside a running grid.
+
+The broker is one Ray actor per grid session. A trial hands it the stage graph
+of its final product; the broker walks it lazily (:class:`~raygrid.pipeline.resolve.Resolver`):
+a key already requested in this session is answered with the same object
+reference (so every trial waits on one computation, and reads the value
+zero-copy from the object store), a key on disk becomes a load task, anything
+else a compute task with that stage's resources, its inputs passed as object
+references. The broker owns those objects, so they live as long as the session;
+the disk cache backs them beyond it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import ray
+
+from raygrid.pipeline.cache import StageCache
+from raygrid.pipeline.resolve import Resolver, StageLedger, materialize
+from raygrid.pipeline.spec import StageSpec
+
+log = logging.getLogger(__name__)
+
+
+@ray.remote(num_returns=2)
+def stage_task(spec: StageSpec, storage_root: str, names: list[str], *values: Any) -> tuple[Any, dict[str, Any]]:
+    """Load or compute one stage in a Ray worker; returns (value, how it was obtained)."""
+    import raygrid.components  # noqa: F401  (register stages and components in this worker)
+
+    device = "cpu"
+    if spec.gpu > 0:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    deps = dict(zip(names, values)) if names or not spec.inputs else None
+    return materialize(spec, StageCache(storage_root), device, deps)
+
+
+class StageBrokerImpl(Resolver["ray.ObjectRef"]):
+    """The broker's logic; :data:`StageBroker` is its Ray actor class.
+
+    Args:
+        storage_root: Storage root of the stage cache (shared by every node).
+    """
+
+    def __init__(self, storage_root: str) -> None:
+        super().__init__(StageCache(storage_root))
+        self.storage_root = storage_root
+        self.infos: list[tuple[str, Any]] = []
+
+    def request_ref(self, spec: StageSpec) -> list[Any]:
+        """The object reference of ``spec``'s value, wrapped in a list so Ray does not resolve it."""
+        return [self.request(spec)]
+
+    def _submit(self, spec: StageSpec, deps: dict[str, Any] | None) -> Any:
+        names = list(deps) if deps else []
+        values = [deps[n] for n in names] if deps else []
+        value_ref, info_ref = stage_task.options(
+            num_cpus=spec.cpu, num_gpus=spec.gpu, name=f"{spec.stage}:{spec.key[:8]}"
+        ).remote(spec, self.storage_root, names, *values)
+        self.infos.append((spec.stage, info_ref))
+        return value_ref
+
+    def _load(self, spec: StageSpec) -> Any:
+        return self._submit(spec, None)
+
+    def _compute(self, spec: StageSpec, deps: dict[str, Any]) -> Any:
+        return self._submit(spec, deps)
+
+    def summary(self) -> list[dict[str, Any]]:
+        """Per stage: how often it was computed, served from disk, or shared in memory this session."""
+        ledger = StageLedger()
+        for stage, counts in self.ledger.counts.items():
+            for _ in range(counts["shared"]):
+                ledger.record(stage, "shared")
+        for stage, info_ref in self.infos:
+            try:
+                info = ray.get(info_ref)
+            except Exception:  # noqa: BLE001  (a failed stage: counted as failed)
+                ledger.record(stage, "failed")
+                continue
+            ledger.record(stage, info["how"], info["seconds"])
+        rows = ledger.rows()
+        for row in rows:
+            row["failed"] = ledger.counts[row["stage"]]["failed"]
+        return rows
+
+
+StageBroker = ray.remote(num_cpus=0)(StageBrokerImpl)

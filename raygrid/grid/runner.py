@@ -1,0 +1,339 @@
+"""Run a validated grid on Ray Tune, tracked in MLflow: the driver side.
+
+``run_grid`` is everything ``raygrid run`` and ``raygrid resume`` do:
+
+1. resolve and check the MLflow store (one clear error if unusable) and create
+   the experiment, the grid run and one trial run per grid point, on the driver,
+   before any worker logs;
+2. start or join Ray, fit the resource requests to the cluster;
+3. start the session's stage broker and one Tune trial per grid point still to run;
+4. collect the outcome: per-trial metrics, per-stage computed / cached / shared
+   counts, and mark every run's final state.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from raygrid.config.loader import GridSpec, TrialSpec, build_grid, load_grid
+from raygrid.errors import RaygridError, TrackingError
+from raygrid.tracking.store import (
+    CONFIG_HASH_TAG,
+    GRID_HASH_TAG,
+    GRID_PATH_TAG,
+    GridTracker,
+    TrackingTarget,
+    check_tracking,
+    flatten,
+    git_commit,
+    resolve_tracking,
+)
+
+log = logging.getLogger(__name__)
+
+#: Metrics shown in summaries and ``raygrid status``.
+KEY_METRICS = ("success_rate", "feature_loss", "recall_20", "ndcg_20", "chr_20", "ncdcg_20")
+
+
+@dataclass
+class GridOutcome:
+    """What a grid session produced.
+
+    Attributes:
+        grid: The grid that ran.
+        target: Where MLflow recorded it.
+        grid_run_id: The session's parent MLflow run.
+        trials: One row per grid point: trial name, status, key metrics, error.
+        stages: One row per stage: computed, cached, shared, failed counts and seconds.
+        skipped: Trials not run because their run had already FINISHED (resume).
+        seconds: Wall time of the session.
+        warnings: Resource adjustments and similar notes.
+    """
+
+    grid: GridSpec
+    target: TrackingTarget
+    grid_run_id: str
+    trials: list[dict[str, Any]] = field(default_factory=list)
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[str]:
+        """Names of trials that did not finish."""
+        return [row["trial"] for row in self.trials if row["status"] != "FINISHED"]
+
+
+def trial_tags(trial: TrialSpec, grid: GridSpec) -> dict[str, str]:
+    """MLflow tags of a trial run: its components, grid key, config hash, git commit."""
+    return {
+        "dataset": trial.component("data"),
+        "extractor": trial.component("extractor"),
+        "attack": trial.component("attack"),
+        "recommender": trial.component("recommender"),
+        CONFIG_HASH_TAG: trial.config_hash,
+        "raygrid.grid": grid.name,
+        "git_commit": git_commit(),
+    }
+
+
+def run_grid(
+    grid: GridSpec,
+    *,
+    address: str | None = None,
+    resume: bool = False,
+    progress: Callable[[int, int, str, str], None] | None = None,
+    base: Path | None = None,
+) -> GridOutcome:
+    """Run (or resume) ``grid``; see the module docstring.
+
+    Args:
+        grid: A validated grid.
+        address: Ray cluster address (``None``: start a local Ray, or use the one running in this process).
+        resume: Continue the grid's latest session: trials whose run FINISHED are skipped,
+            the others re-run in their own run.
+        progress: Called after each trial as ``progress(done, total, trial, status)``.
+        base: Folder relative paths (tracking, storage) are resolved against; default the cwd.
+    """
+    start = time.perf_counter()
+    base = (base or Path.cwd()).resolve()
+    target = resolve_tracking(grid.settings.tracking.uri, base)
+    check_tracking(target)
+    tracker = GridTracker(target)
+    experiment = grid.settings.tracking.experiment or grid.name
+    experiment_id = tracker.experiment_id(experiment)
+    assert experiment_id is not None
+
+    if resume:
+        parent = tracker.latest_grid_run(experiment_id)
+        if parent is None:
+            raise RaygridError(f"grid {grid.name!r} has no session to resume; start it with raygrid run FILE")
+        grid_run_id = parent.info.run_id
+        runs = {k: r.info.run_id for k, r in tracker.trial_runs(experiment_id, grid_run_id).items()}
+        statuses = {k: r.info.status for k, r in tracker.trial_runs(experiment_id, grid_run_id).items()}
+    else:
+        grid_run_id = tracker.start_grid_run(
+            experiment_id,
+            grid_name=grid.name,
+            grid_hash=grid.grid_hash,
+            grid_yaml=yaml.safe_dump(grid.document, sort_keys=False),
+            path=str(grid.path.resolve()) if grid.path else None,
+        )
+        runs, statuses = {}, {}
+    for trial in grid.trials:
+        if trial.name not in runs:
+            runs[trial.name] = tracker.create_trial_run(
+                experiment_id, grid_run_id, name=trial.name, tags=trial_tags(trial, grid), params=flatten(trial.config_dict)
+            )
+            statuses[trial.name] = "SCHEDULED"
+    tracker.set_status(grid_run_id, "RUNNING")
+
+    to_run = [t for t in grid.trials if statuses.get(t.name) != "FINISHED"]
+    skipped = [t.name for t in grid.trials if statuses.get(t.name) == "FINISHED"]
+    outcome = GridOutcome(grid=grid, target=target, grid_run_id=grid_run_id, skipped=skipped)
+
+    storage_root = _resolve_path(grid.settings.storage.root, base)
+    results: dict[str, dict[str, Any]] = {}
+    if to_run:
+        results, outcome.stages, outcome.warnings = _run_on_ray(
+            grid, to_run, runs, target, storage_root, grid_run_id, address=address, progress=progress
+        )
+
+    # Final states come from MLflow, the source of truth that resume reads.
+    final = tracker.trial_runs(experiment_id, grid_run_id)
+    for trial in grid.trials:
+        run = final.get(trial.name)
+        status = run.info.status if run else "MISSING"
+        if status in ("RUNNING", "SCHEDULED") and trial in to_run:
+            # The worker died without closing its run (process killed, node lost).
+            error = results.get(trial.name, {}).get("error") or "the trial's worker stopped before finishing"
+            tracker.set_status(run.info.run_id, "FAILED", error=error)
+            status = "FAILED"
+        row = {"trial": trial.name, "status": status}
+        row.update({k: (run.data.metrics.get(k) if run else None) for k in KEY_METRICS})
+        row["error"] = (run.data.tags.get("raygrid.error") if run and status != "FINISHED" else None) or results.get(
+            trial.name, {}
+        ).get("error")
+        outcome.trials.append(row)
+
+    outcome.seconds = time.perf_counter() - start
+    tracker.log_table(grid_run_id, outcome.stages, "stages.json")
+    tracker.log_table(grid_run_id, outcome.trials, "trials.json")
+    tracker.log_trial(
+        grid_run_id,
+        {"wall_seconds": outcome.seconds, "trials_failed": float(len(outcome.failed)), "trials_run": float(len(to_run))},
+        {},
+    )
+    tracker.set_status(grid_run_id, "FAILED" if outcome.failed else "FINISHED")
+    return outcome
+
+
+def resume_grid(
+    name: str,
+    *,
+    tracking: str = "mlruns",
+    address: str | None = None,
+    progress: Callable[[int, int, str, str], None] | None = None,
+    base: Path | None = None,
+) -> GridOutcome:
+    """Continue the latest session of grid ``name`` from the grid file stored with it.
+
+    Raises:
+        RaygridError: No such grid, or its file changed since the session started.
+    """
+    base = (base or Path.cwd()).resolve()
+    target = resolve_tracking(tracking, base)
+    check_tracking(target)
+    tracker = GridTracker(target)
+    experiment_id = tracker.experiment_id(name, create=False)
+    parent = tracker.latest_grid_run(experiment_id) if experiment_id else None
+    if parent is None:
+        raise RaygridError(f"no grid named {name!r} in {target.uri}; check the name with raygrid status, or pass --tracking")
+    document = yaml.safe_load(tracker.grid_yaml(parent.info.run_id))
+    path_tag = parent.data.tags.get(GRID_PATH_TAG)
+    path = Path(path_tag) if path_tag else None
+    grid = build_grid(document, source=path_tag or name, path=path)
+    if path is not None and path.is_file():
+        current = load_grid(path)
+        if current.grid_hash != parent.data.tags.get(GRID_HASH_TAG):
+            raise RaygridError(
+                f"grid file {path} changed since grid {name!r} started; give it a new name: (or restore the file) and use raygrid run"
+            )
+    return run_grid(grid, address=address, resume=True, progress=progress, base=base)
+
+
+def _run_on_ray(
+    grid: GridSpec,
+    trials: list[TrialSpec],
+    runs: dict[str, str],
+    target: TrackingTarget,
+    storage_root: Path,
+    session: str,
+    *,
+    address: str | None,
+    progress: Callable[[int, int, str, str], None] | None,
+) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]], list[str]]:
+    from ray import tune
+
+    from raygrid.grid.broker import StageBroker
+    from raygrid.grid.resources import cluster_shape, default_concurrency, fit_resources
+    from raygrid.grid.trainable import run_trial
+
+    started_ray = _init_ray(address)
+    try:
+        shape = cluster_shape()
+        resources, warnings = fit_resources(grid.settings.resources, shape)
+        for warning in warnings:
+            log.warning(warning)
+        broker_name = f"raygrid-broker-{session}"
+        broker = StageBroker.options(name=broker_name).remote(str(storage_root))
+        payloads = [
+            {
+                "name": t.name,
+                "run_id": runs[t.name],
+                "config": t.config_dict,
+                "resources": resources.model_dump(mode="json"),
+                "tracking_uri": target.uri,
+                "broker": broker_name,
+            }
+            for t in trials
+        ]
+        concurrency = grid.settings.resources.max_concurrent_trials or default_concurrency(shape, len(trials))
+        callbacks = [_ProgressCallback(len(trials), progress)] if progress else []
+        tuner = tune.Tuner(
+            tune.with_resources(run_trial, {"cpu": 0}),
+            param_space={"trial": tune.grid_search(payloads)},
+            tune_config=tune.TuneConfig(
+                reuse_actors=True,
+                max_concurrent_trials=concurrency,
+                trial_name_creator=lambda t: t.config["trial"]["name"],
+                trial_dirname_creator=lambda t: t.config["trial"]["name"],
+            ),
+            run_config=tune.RunConfig(
+                name=f"{grid.name}-{session[:8]}",
+                storage_path=str(storage_root / "tune"),
+                verbose=0,
+                callbacks=callbacks,
+                failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+            ),
+        )
+        result_grid = tuner.fit()
+        results: dict[str, dict[str, Any]] = {}
+        for result in result_grid:
+            name = result.config["trial"]["name"] if result.config else None
+            if name:
+                results[name] = {"error": _error_line(result.error) if result.error else None}
+        import ray
+
+        stages = ray.get(broker.summary.remote())
+        ray.kill(broker)
+        return results, stages, warnings
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+
+
+def _init_ray(address: str | None) -> bool:
+    """Start or join Ray; returns whether this call started it (and so must stop it)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    try:
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+            configure_logging=False,
+        )
+    except (ConnectionError, TimeoutError, ValueError, RuntimeError) as exc:
+        where = address or "a local Ray"
+        raise RaygridError(f"cannot start or join Ray at {where} ({str(exc).splitlines()[0]}); check --address and that the cluster is up") from None
+    return True
+
+
+class _ProgressCallback:
+    """Tune callback forwarding finished and failed trials to a progress function."""
+
+    def __new__(cls, total: int, progress: Callable[[int, int, str, str], None] | None):  # noqa: D102
+        from ray.tune import Callback
+
+        class Forward(Callback):
+            def __init__(self) -> None:
+                self.done = 0
+
+            def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001
+                self.done += 1
+                if progress:
+                    progress(self.done, total, trial.config["trial"]["name"], "FINISHED")
+
+            def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
+                self.done += 1
+                if progress:
+                    progress(self.done, total, trial.config["trial"]["name"], "FAILED")
+
+        return Forward()
+
+
+def _error_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return (text[-1] if text else type(error).__name__)[:500]
+
+
+def _resolve_path(path: str, base: Path) -> Path:
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else base / p

@@ -1,0 +1,1 @@
+"""Tables from grid outcomes and MLflow runs."""

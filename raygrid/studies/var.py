@@ -1,0 +1,360 @@
+"""The VAR study (Anelli et al., "An Empirical Study of DNNs Robustification
+Inefficacy in Protecting Visual Recommenders"), one trial as a graph of stages.
+
+One trial is dataset x extractor x attack x recommender. Reading
+:func:`var_trial_graph` top to bottom gives the experiment:
+
+1. ``dataset``: load the interactions (temporal leave-one-out split) and item images.
+2. ``extractor``: train (or load) the image feature extractor on the item categories.
+3. ``features``: clean features and predicted class of every item image.
+4. ``attack``: perturb the images of the items the extractor classifies as the
+   origin category towards the target category, store them as rounded 8-bit
+   images, and measure the success rate and realised distances on what was stored.
+5. ``attacked_features``: the catalogue's features after the attack, extracted
+   with the trial's own extractor (so defended trials never mix in undefended
+   features, unlike the published code), and the feature loss.
+6. ``recommender`` (the trial's own work): train the recommender on the attacked
+   catalogue and evaluate ranking and category metrics of the origin items.
+
+Stages 1-5 are shared by every trial that needs the same product; the key of a
+stage hashes its params and its inputs' keys.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel
+
+from raygrid.config.sections import ResourcesConfig
+from raygrid.data.dataset import Dataset
+from raygrid.errors import ConfigError
+from raygrid.pipeline.spec import StageContext, StageSpec, stage
+from raygrid.registry import ATTACKS, DATASETS, EXTRACTORS, RECOMMENDERS
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- products
+
+
+@dataclass(frozen=True)
+class TrainedExtractor:
+    """A trained extractor as a stage product: enough to rebuild the module anywhere.
+
+    Attributes:
+        config: The extractor's config (``name`` selects the registered class).
+        class_names: The classes its head predicts.
+        state_dict: Weights, on CPU.
+        metrics: Training metrics (accuracy on a held-out split).
+    """
+
+    config: dict[str, Any]
+    class_names: tuple[str, ...]
+    state_dict: dict[str, torch.Tensor]
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def build(self, device: str = "cpu") -> torch.nn.Module:
+        """The extractor module in eval mode on ``device``."""
+        cls = EXTRACTORS.get(self.config["name"])
+        model = cls(cls.Config.model_validate(self.config), self.class_names)
+        model.load_state_dict(self.state_dict)
+        return model.to(device).eval()
+
+
+@dataclass(frozen=True)
+class CatalogueFeatures:
+    """Features of every item image and the class the extractor predicts for it.
+
+    Attributes:
+        features: ``float32`` ``(n_items, D)``.
+        classes: ``int64`` ``(n_items,)`` predicted class index.
+        metrics: Metrics of the stage that produced them (e.g. feature loss).
+    """
+
+    features: np.ndarray
+    classes: np.ndarray
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AdversarialImages:
+    """The attacked items' images as stored (8-bit, lossless) and what the attack achieved.
+
+    Attributes:
+        items: ``int64`` ids of the attacked items (those classified as the origin).
+        images: ``uint8`` ``(len(items), H, W, 3)`` stored adversarial images.
+        origin: Origin class index; ``target``: target class index.
+        origin_name: Origin class name; ``target_name``: target class name.
+        metrics: success rate on the stored images, realised L-inf (0-255 units) and
+            L2 ([0, 1] units) distances, number of attacked items, seconds per image.
+        distances: Per-item realised ``linf`` and ``l2`` distances.
+        preview_png: PNG of original / adversarial / amplified difference for a sample.
+    """
+
+    items: np.ndarray
+    images: np.ndarray
+    origin: int
+    target: int
+    origin_name: str
+    target_name: str
+    metrics: dict[str, float]
+    distances: dict[str, np.ndarray]
+    preview_png: bytes
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """What one trial produced: flat metrics, per-user metric arrays, small artifacts."""
+
+    metrics: dict[str, float]
+    per_user: dict[str, np.ndarray]
+    artifacts: dict[str, bytes]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- the graph
+
+
+def var_trial_graph(config: BaseModel, resources: ResourcesConfig | None = None) -> StageSpec:
+    """The stage graph of one VAR trial; the returned node is the trial's final stage.
+
+    Args:
+        config: A validated ``TrialConfig``.
+        resources: Per-stage resources (CPU count, GPU share) for the stage tasks.
+    """
+    resources = resources or ResourcesConfig()
+
+    def node(name: str, params: dict[str, Any], inputs: dict[str, StageSpec], *, res: str | None = None) -> StageSpec:
+        r = resources.for_stage(res or name)
+        return StageSpec(stage=name, params=params, inputs=inputs, cpu=r.cpu, gpu=r.gpu)
+
+    dump = lambda section: getattr(config, section).model_dump(mode="json")  # noqa: E731
+    seed = config.seed  # type: ignore[attr-defined]
+    categories = config.categories.model_dump(mode="json")  # type: ignore[attr-defined]
+
+    dataset = node("dataset", {"data": dump("data")}, {})
+    extractor = node("extractor", {"extractor": dump("extractor"), "seed": seed}, {"dataset": dataset})
+    clean = node("features", {}, {"dataset": dataset, "extractor": extractor})
+    attack = node(
+        "attack",
+        {"attack": dump("attack"), "categories": categories, "seed": seed},
+        {"dataset": dataset, "extractor": extractor, "features": clean},
+    )
+    attacked = node("attacked_features", {}, {"extractor": extractor, "features": clean, "attack": attack})
+    return node(
+        "recommender",
+        {"recommender": dump("recommender"), "metrics": config.metrics.model_dump(mode="json"), "seed": seed},  # type: ignore[attr-defined]
+        {"dataset": dataset, "extractor": extractor, "attack": attack, "features": attacked},
+        res="trial",
+    )
+
+
+# --------------------------------------------------------------------------- the stages
+
+
+@stage("dataset", version=1)
+def load_dataset(params: dict[str, Any], inputs: dict[str, Any], ctx: StageContext) -> Dataset:
+    """Load the dataset named by ``params['data']``."""
+    source_cls = DATASETS.get(params["data"]["name"])
+    return source_cls(source_cls.Config.model_validate(params["data"])).load()
+
+
+@stage("extractor", version=1)
+def train_extractor_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: StageContext) -> TrainedExtractor:
+    """Train the extractor on the dataset's item categories (its config picks the training mode)."""
+    dataset: Dataset = inputs["dataset"]
+    cls = EXTRACTORS.get(params["extractor"]["name"])
+    cfg = cls.Config.model_validate(params["extractor"])
+    model = cls(cfg, dataset.category_names, seed=params["seed"])
+    metrics = model.fit(dataset.images, dataset.item_labels, seed=params["seed"], device=ctx.device)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return TrainedExtractor(cfg.model_dump(mode="json"), tuple(dataset.category_names), state, dict(metrics))
+
+
+@stage("features", version=1)
+def clean_features_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: StageContext) -> CatalogueFeatures:
+    """Features and predicted classes of every clean item image."""
+    from raygrid.extractors.extract import extract
+
+    model = inputs["extractor"].build(ctx.device)
+    features, classes = extract(model, inputs["dataset"].images, device=ctx.device)
+    return CatalogueFeatures(features, classes)
+
+
+@stage("attack", version=1)
+def attack_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: StageContext) -> AdversarialImages:
+    """Attack the origin items' images towards the target class and store them as 8-bit images."""
+    from raygrid.attacks.base import OutputSelector
+    from raygrid.attacks.run import attack_images
+    from raygrid.attacks.storage import realised_distances
+    from raygrid.attacks.visual import comparison_grid
+    from raygrid.extractors.extract import extract
+    from raygrid.metrics.attack import success_rate
+
+    dataset: Dataset = inputs["dataset"]
+    trained: TrainedExtractor = inputs["extractor"]
+    clean: CatalogueFeatures = inputs["features"]
+    origin, target = resolve_categories(params["categories"], trained.class_names, dataset)
+
+    # Items to attack: those whose clean image the trial's own extractor classifies as the origin.
+    items = np.flatnonzero(clean.classes == origin).astype(np.int64)
+    attack_cls = ATTACKS.get(params["attack"]["name"])
+    attack = attack_cls(attack_cls.Config.model_validate(params["attack"]))
+    model = trained.build(ctx.device)
+    originals = np.ascontiguousarray(dataset.images[items])
+    labels = np.full(len(items), target, dtype=np.int64)
+
+    start = time.perf_counter()
+    adversarial = attack_images(
+        attack, OutputSelector(model, index=1), originals, labels, device=ctx.device, seed=params["seed"]
+    ) if len(items) else originals.copy()
+    seconds = time.perf_counter() - start
+
+    distances = realised_distances(originals, adversarial) if len(items) else {"linf": np.zeros(0), "l2": np.zeros(0)}
+    _, stored_classes = extract(model, adversarial, device=ctx.device) if len(items) else (None, np.zeros(0, np.int64))
+    metrics = {
+        "n_attacked": float(len(items)),
+        "success_rate": success_rate(stored_classes, labels, targeted=True) if len(items) else float("nan"),
+        "linf_realised_mean": _mean(distances["linf"]),
+        "linf_realised_max": float(np.max(distances["linf"])) if len(items) else float("nan"),
+        "l2_realised_mean": _mean(distances["l2"]),
+        "attack_seconds_per_image": seconds / max(len(items), 1),
+    }
+    buffer = io.BytesIO()
+    if len(items):
+        comparison_grid(originals, adversarial).save(buffer, format="PNG")
+    return AdversarialImages(
+        items=items,
+        images=adversarial,
+        origin=origin,
+        target=target,
+        origin_name=trained.class_names[origin],
+        target_name=trained.class_names[target],
+        metrics=metrics,
+        distances={k: np.asarray(v) for k, v in distances.items()},
+        preview_png=buffer.getvalue(),
+    )
+
+
+@stage("attacked_features", version=1)
+def attacked_features_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: StageContext) -> CatalogueFeatures:
+    """The catalogue's features with the attacked items' stored images, and the feature loss.
+
+    Only the attacked items' images changed, and the extractor is applied per image in
+    eval mode, so re-extracting just those items equals re-extracting the whole
+    catalogue with the trial's extractor.
+    """
+    from raygrid.extractors.extract import extract
+    from raygrid.metrics.attack import feature_loss
+
+    clean: CatalogueFeatures = inputs["features"]
+    adv: AdversarialImages = inputs["attack"]
+    features = clean.features.copy()
+    classes = clean.classes.copy()
+    if len(adv.items):
+        model = inputs["extractor"].build(ctx.device)
+        adv_features, adv_classes = extract(model, adv.images, device=ctx.device)
+        features[adv.items] = adv_features
+        classes[adv.items] = adv_classes
+        loss = feature_loss(clean.features[adv.items], adv_features)
+    else:
+        loss = float("nan")
+    return CatalogueFeatures(features, classes, {"feature_loss": loss})
+
+
+@stage("recommender", version=1)
+def recommender_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: StageContext) -> TrialOutcome:
+    """Train the recommender on the (attacked) catalogue features and evaluate it."""
+    from raygrid.metrics.category import CHR, NCDCG, CHRCount, NCDCGGlobal
+    from raygrid.metrics.ranking import NDCG, Recall
+
+    dataset: Dataset = inputs["dataset"]
+    features: CatalogueFeatures = inputs["features"]
+    adv: AdversarialImages = inputs["attack"]
+    trained: TrainedExtractor = inputs["extractor"]
+    cutoffs = tuple(params["metrics"]["cutoffs"])
+
+    rec_cls = RECOMMENDERS.get(params["recommender"]["name"])
+    recommender = rec_cls(rec_cls.Config.model_validate(params["recommender"]), seed=params["seed"], device=ctx.device)
+    start = time.perf_counter()
+    recommender.fit(dataset.n_users, dataset.n_items, dataset.train_users, dataset.train_items, features.features)
+    fit_seconds = time.perf_counter() - start
+
+    start = time.perf_counter()
+    users = np.arange(dataset.n_users)
+    top = recommender.topk(max(cutoffs), users, block_size=params["metrics"]["block_size"])
+    eval_seconds = time.perf_counter() - start
+
+    category = np.zeros(dataset.n_items, dtype=bool)
+    category[adv.items] = True
+    seen_in_category = np.bincount(
+        dataset.train_users[category[dataset.train_items]], minlength=dataset.n_users
+    )
+
+    metrics: dict[str, float] = {}
+    per_user: dict[str, np.ndarray] = {}
+    for k in cutoffs:
+        for metric in (Recall(k), NDCG(k)):
+            per_user[metric.name] = metric.per_user(top, dataset.test_items)
+        for metric in (CHR(k), CHRCount(k)):
+            per_user[metric.name] = metric.per_user(top, category)
+        for metric in (NCDCG(k), NCDCGGlobal(k)):
+            per_user[metric.name] = metric.per_user(top, category, seen_in_category)
+    for name, values in per_user.items():
+        metrics[name] = _mean(values)
+
+    metrics.update({f"extractor_{k}": float(v) for k, v in trained.metrics.items()})
+    metrics.update(adv.metrics)
+    metrics.update(features.metrics)
+    metrics.update({"fit_seconds": fit_seconds, "eval_seconds": eval_seconds})
+    artifacts = {}
+    if adv.preview_png:
+        artifacts["attack/preview.png"] = adv.preview_png
+    if len(adv.items):
+        rows = ["item,linf_255,l2"] + [
+            f"{i},{li:.0f},{l2:.6f}" for i, li, l2 in zip(adv.items, adv.distances["linf"], adv.distances["l2"])
+        ]
+        artifacts["attack/realised_distances.csv"] = ("\n".join(rows) + "\n").encode()
+    info = {"origin": adv.origin_name, "target": adv.target_name, "n_attacked": int(len(adv.items))}
+    return TrialOutcome(metrics=metrics, per_user=per_user, artifacts=artifacts, info=info)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def resolve_categories(
+    categories: dict[str, Any], class_names: tuple[str, ...], dataset: Dataset
+) -> tuple[int, int]:
+    """Origin and target class indices from the config, else the dataset's suggestion."""
+
+    def pick(key: str, suggested: int | None) -> int:
+        wanted = categories.get(key)
+        if wanted is None:
+            if suggested is None:
+                raise ConfigError(
+                    f"dataset {dataset.name!r} suggests no {key} category; set categories.{key} to one of: "
+                    + ", ".join(class_names)
+                )
+            return int(suggested)
+        if wanted not in class_names:
+            raise ConfigError(f"categories.{key}: unknown category {wanted!r}; choose one of: {', '.join(class_names)}")
+        return class_names.index(wanted)
+
+    origin = pick("origin", dataset.origin_category)
+    target = pick("target", dataset.target_category)
+    if origin == target:
+        raise ConfigError("categories: origin and target are the same category; choose two different ones")
+    return origin, target
+
+
+def _mean(values: np.ndarray) -> float:
+    values = np.asarray(values, dtype=np.float64)
+    values = values[~np.isnan(values)] if values.size else values
+    return float(values.mean()) if values.size else float("nan")
