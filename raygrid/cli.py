@@ -16,7 +16,7 @@ from rich.console import Console
 from raygrid.errors import RaygridError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Experiment grids on adversarial product images and visual recommenders.")
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 132)
 err_console = Console(stderr=True)
 T = TypeVar("T")
 
@@ -179,8 +179,6 @@ def _print_outcome(outcome) -> None:  # noqa: ANN001
     from raygrid.grid.runner import KEY_METRICS
     from raygrid.reports.summary import attack_baselines, stages_table, trials_table
 
-    for warning in outcome.warnings:
-        console.print(f"[yellow]warning:[/yellow] {warning}")
     console.print(trials_table(outcome.trials, KEY_METRICS, attack_baselines(outcome.grid)))
     if outcome.stages:
         console.print(stages_table(outcome.stages))
@@ -189,18 +187,34 @@ def _print_outcome(outcome) -> None:  # noqa: ANN001
     for row in outcome.trials:
         if row["status"] != "FINISHED" and row.get("error"):
             console.print(f"  [red]{row['trial']}[/red]: {row['error']}", highlight=False)
-    exe = Path(sys.executable).parent / "raygrid"
-    shown = os.path.relpath(exe) if exe.exists() else "raygrid"
-    shown = shown if shown.startswith((".", "/")) else f"./{shown}"
+    shown = _raygrid_command()
     folder = outcome.target.artifact_root.parent if outcome.target.artifact_root else None
+    tracking = "" if folder is None or folder == Path.cwd() / "mlruns" else f" --tracking {_short_path(folder)}"
     if outcome.failed:
-        console.print(f"Fix the cause, then re-run the failed trials: {shown} resume {outcome.grid.name}")
+        console.print(f"Fix the cause, then re-run the failed trials: {shown} resume {outcome.grid.name}{tracking}")
     if folder is not None:
-        console.print(f"Open the results in the MLflow UI: [bold]{shown} ui --tracking {os.path.relpath(folder)}[/bold]  (then http://127.0.0.1:5000)")
+        console.print(f"Open the results in the MLflow UI: [bold]{shown} ui{tracking}[/bold]  (then http://127.0.0.1:5000)")
     else:
         console.print(f"Open the results in the MLflow UI: {outcome.target.uri}")
     if outcome.failed:
         raise typer.Exit(1)
+
+
+def _short_path(path: Path) -> str:
+    """``path`` relative to the cwd when it lies below it, else absolute."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _raygrid_command() -> str:
+    """How the user can call this raygrid again from the current directory."""
+    exe = Path(sys.executable).parent / "raygrid"
+    if not exe.exists() or shutil.which("raygrid") == str(exe):
+        return "raygrid"
+    shown = _short_path(exe)
+    return shown if shown.startswith("/") else f"./{shown}"
 
 
 def main() -> None:

@@ -38,6 +38,11 @@ from raygrid.tracking.store import (
 
 log = logging.getLogger(__name__)
 
+#: What a trial's coordinator reserves: no CPU (its stages are tasks with their own
+#: requests, so waiting trials never starve the stages they wait for), only memory,
+#: which Ray needs some non-zero request to place it.
+COORDINATOR_MEMORY = 256 * 1024**2
+
 #: Metrics shown in summaries and ``raygrid status``.
 KEY_METRICS = ("success_rate", "feature_loss", "recall_20", "ndcg_20", "chr_20", "ncdcg_20")
 
@@ -235,27 +240,29 @@ def _run_on_ray(
             log.warning(warning)
         broker_name = f"raygrid-broker-{session}"
         broker = StageBroker.options(name=broker_name).remote(str(storage_root))
-        payloads = [
-            {
-                "name": t.name,
+        from raygrid.studies import STUDIES
+
+        payloads = {
+            t.name: {
                 "run_id": runs[t.name],
-                "config": t.config_dict,
-                "resources": resources.model_dump(mode="json"),
+                "graph": STUDIES[t.config.study](t.config, resources),  # type: ignore[attr-defined]
                 "tracking_uri": target.uri,
                 "broker": broker_name,
             }
             for t in trials
-        ]
+        }
         concurrency = grid.settings.resources.max_concurrent_trials or default_concurrency(shape, len(trials))
         callbacks = [_ProgressCallback(len(trials), progress)] if progress else []
         tuner = tune.Tuner(
-            tune.with_resources(run_trial, {"cpu": 0}),
-            param_space={"trial": tune.grid_search(payloads)},
+            tune.with_resources(
+                tune.with_parameters(run_trial, payloads=payloads), {"cpu": 0, "memory": COORDINATOR_MEMORY}
+            ),
+            param_space={"trial": tune.grid_search([t.name for t in trials])},
             tune_config=tune.TuneConfig(
                 reuse_actors=True,
                 max_concurrent_trials=concurrency,
-                trial_name_creator=lambda t: t.config["trial"]["name"],
-                trial_dirname_creator=lambda t: t.config["trial"]["name"],
+                trial_name_creator=lambda t: t.config["trial"],
+                trial_dirname_creator=lambda t: t.config["trial"],
             ),
             run_config=tune.RunConfig(
                 name=f"{grid.name}-{session[:8]}",
@@ -268,7 +275,7 @@ def _run_on_ray(
         result_grid = tuner.fit()
         results: dict[str, dict[str, Any]] = {}
         for result in result_grid:
-            name = result.config["trial"]["name"] if result.config else None
+            name = result.config["trial"] if result.config else None
             if name:
                 results[name] = {"error": _error_line(result.error) if result.error else None}
         import ray
@@ -290,7 +297,6 @@ def _init_ray(address: str | None) -> bool:
     if ray.is_initialized():
         return False
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     try:
         ray.init(
@@ -319,12 +325,12 @@ class _ProgressCallback:
             def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001
                 self.done += 1
                 if progress:
-                    progress(self.done, total, trial.config["trial"]["name"], "FINISHED")
+                    progress(self.done, total, trial.config["trial"], "FINISHED")
 
             def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
                 self.done += 1
                 if progress:
-                    progress(self.done, total, trial.config["trial"]["name"], "FAILED")
+                    progress(self.done, total, trial.config["trial"], "FAILED")
 
         return Forward()
 

@@ -9,6 +9,9 @@ from rich.table import Table
 
 from raygrid.config.loader import GridSpec
 
+#: Column headers: the papers' abbreviations for the attack metrics.
+SHORT_NAMES = {"success_rate": "SR", "feature_loss": "FL"}
+
 
 def attack_baselines(grid: GridSpec) -> dict[str, str]:
     """For every trial, the name of its no-attack twin (same grid point with ``attack: none``).
@@ -32,13 +35,13 @@ def trials_table(rows: Sequence[dict[str, Any]], metrics: Iterable[str], baselin
     """A rich table of trials: status, the chosen metrics, and the change of ``effect_metric`` over the no-attack twin."""
     metrics = list(metrics)
     table = Table(title="Trials", title_justify="left")
-    table.add_column("trial")
-    table.add_column("status")
+    table.add_column("trial", no_wrap=True)
+    table.add_column("status", no_wrap=True)
     for m in metrics:
-        table.add_column(m, justify="right")
+        table.add_column(SHORT_NAMES.get(m, m), justify="right", no_wrap=True)
     values = {row["trial"]: row.get(effect_metric) for row in rows}
     if baselines:
-        table.add_column(f"{effect_metric} vs none", justify="right")
+        table.add_column(f"Δ{effect_metric} vs none", justify="right", no_wrap=True)
     for row in rows:
         status = row["status"]
         style = "green" if status == "FINISHED" else "red"

@@ -35,6 +35,7 @@ from pydantic import BaseModel
 from raygrid.config.sections import ResourcesConfig
 from raygrid.data.dataset import Dataset
 from raygrid.errors import ConfigError
+from raygrid.pipeline.outcome import TrialOutcome
 from raygrid.pipeline.spec import StageContext, StageSpec, stage
 from raygrid.registry import ATTACKS, DATASETS, EXTRACTORS, RECOMMENDERS
 
@@ -107,16 +108,6 @@ class AdversarialImages:
     metrics: dict[str, float]
     distances: dict[str, np.ndarray]
     preview_png: bytes
-
-
-@dataclass(frozen=True)
-class TrialOutcome:
-    """What one trial produced: flat metrics, per-user metric arrays, small artifacts."""
-
-    metrics: dict[str, float]
-    per_user: dict[str, np.ndarray]
-    artifacts: dict[str, bytes]
-    info: dict[str, Any] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- the graph
