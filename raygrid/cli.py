@@ -131,13 +131,17 @@ def ui(
     """Start the MLflow UI on the local store, bound to 127.0.0.1."""
     from raygrid.tracking.store import resolve_tracking
 
-    target = _guard(lambda: resolve_tracking(tracking))
+    def local_store():  # noqa: ANN202
+        target = resolve_tracking(tracking)
+        if not target.is_server and not Path(target.uri[len("sqlite:///") :]).is_file():
+            raise RaygridError(f"no MLflow store in {target.artifact_root.parent}; run a grid first or pass --tracking")
+        return target
+
+    target = _guard(local_store)
     if target.is_server:
         console.print(f"the results are on a tracking server: open {target.uri}")
         return
     assert target.artifact_root is not None
-    if not Path(target.uri[len("sqlite:///") :]).is_file():
-        _guard(lambda: (_ for _ in ()).throw(RaygridError(f"no MLflow store at {target.artifact_root.parent}; run a grid first or pass --tracking")))
     mlflow = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or shutil.which("mlflow") or "mlflow"
     command = [
         mlflow, "server", "--backend-store-uri", target.uri, "--default-artifact-root", target.artifact_root.as_uri(),

@@ -29,11 +29,11 @@ def stage_task(spec: StageSpec, storage_root: str, names: list[str], *values: An
     """Load or compute one stage in a Ray worker; returns (value, how it was obtained)."""
     import raygrid.components  # noqa: F401  (register stages and components in this worker)
 
-    device = "cpu"
-    if spec.gpu > 0:
-        import torch
+    import torch
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    # Ray reuses workers across tasks of different sizes: match torch's threads to this task's CPUs.
+    torch.set_num_threads(max(1, int(spec.cpu)))
+    device = "cuda" if spec.gpu > 0 and torch.cuda.is_available() else "cpu"
     deps = dict(zip(names, values)) if names or not spec.inputs else None
     return materialize(spec, StageCache(storage_root), device, deps)
 

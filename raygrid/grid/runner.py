@@ -100,6 +100,10 @@ def run_grid(
 ) -> GridOutcome:
     """Run (or resume) ``grid``; see the module docstring.
 
+    Everything that can refuse the grid (tracking store, Ray, resources) is
+    checked before the first MLflow run is written, so a refused grid leaves
+    nothing half-written.
+
     Args:
         grid: A validated grid.
         address: Ray cluster address (``None``: start a local Ray, or use the one running in this process).
@@ -112,62 +116,43 @@ def run_grid(
     base = (base or Path.cwd()).resolve()
     target = resolve_tracking(grid.settings.tracking.uri, base)
     check_tracking(target)
-    tracker = GridTracker(target)
-    experiment = grid.settings.tracking.experiment or grid.name
-    experiment_id = tracker.experiment_id(experiment)
-    assert experiment_id is not None
-
-    if resume:
-        parent = tracker.latest_grid_run(experiment_id)
-        if parent is None:
-            raise RaygridError(f"grid {grid.name!r} has no session to resume; start it with raygrid run FILE")
-        grid_run_id = parent.info.run_id
-        runs = {k: r.info.run_id for k, r in tracker.trial_runs(experiment_id, grid_run_id).items()}
-        statuses = {k: r.info.status for k, r in tracker.trial_runs(experiment_id, grid_run_id).items()}
-    else:
-        grid_run_id = tracker.start_grid_run(
-            experiment_id,
-            grid_name=grid.name,
-            grid_hash=grid.grid_hash,
-            grid_yaml=yaml.safe_dump(grid.document, sort_keys=False),
-            path=str(grid.path.resolve()) if grid.path else None,
-        )
-        runs, statuses = {}, {}
-    for trial in grid.trials:
-        if trial.name not in runs:
-            runs[trial.name] = tracker.create_trial_run(
-                experiment_id, grid_run_id, name=trial.name, tags=trial_tags(trial, grid), params=flatten(trial.config_dict)
-            )
-            statuses[trial.name] = "SCHEDULED"
-    tracker.set_status(grid_run_id, "RUNNING")
-
-    to_run = [t for t in grid.trials if statuses.get(t.name) != "FINISHED"]
-    skipped = [t.name for t in grid.trials if statuses.get(t.name) == "FINISHED"]
-    outcome = GridOutcome(grid=grid, target=target, grid_run_id=grid_run_id, skipped=skipped)
-
     storage_root = _resolve_path(grid.settings.storage.root, base)
-    results: dict[str, dict[str, Any]] = {}
-    if to_run:
-        results, outcome.stages, outcome.warnings = _run_on_ray(
-            grid, to_run, runs, target, storage_root, grid_run_id, address=address, progress=progress
-        )
+    started_ray = _init_ray(address)
+    try:
+        from raygrid.grid.resources import cluster_shape, fit_resources
 
-    # Final states come from MLflow, the source of truth that resume reads.
-    final = tracker.trial_runs(experiment_id, grid_run_id)
-    for trial in grid.trials:
-        run = final.get(trial.name)
-        status = run.info.status if run else "MISSING"
-        if status in ("RUNNING", "SCHEDULED") and trial in to_run:
-            # The worker died without closing its run (process killed, node lost).
-            error = results.get(trial.name, {}).get("error") or "the trial's worker stopped before finishing"
-            tracker.set_status(run.info.run_id, "FAILED", error=error)
-            status = "FAILED"
-        row = {"trial": trial.name, "status": status}
-        row.update({k: (run.data.metrics.get(k) if run else None) for k in KEY_METRICS})
-        row["error"] = (run.data.tags.get("raygrid.error") if run and status != "FINISHED" else None) or results.get(
-            trial.name, {}
-        ).get("error")
-        outcome.trials.append(row)
+        shape = cluster_shape()
+        resources, warnings = fit_resources(grid.settings.resources, shape)
+        for warning in warnings:
+            log.warning(warning)
+
+        tracker = GridTracker(target)
+        experiment_id = tracker.experiment_id(grid.settings.tracking.experiment or grid.name)
+        assert experiment_id is not None
+        grid_run_id, runs, statuses = _open_session(tracker, experiment_id, grid, resume)
+        to_run = [t for t in grid.trials if statuses.get(t.name) != "FINISHED"]
+        outcome = GridOutcome(
+            grid=grid,
+            target=target,
+            grid_run_id=grid_run_id,
+            skipped=[t.name for t in grid.trials if statuses.get(t.name) == "FINISHED"],
+            warnings=warnings,
+        )
+        try:
+            results: dict[str, dict[str, Any]] = {}
+            if to_run:
+                results, outcome.stages = _run_trials(
+                    grid, to_run, runs, target, storage_root, grid_run_id, resources, shape, progress
+                )
+            outcome.trials = _final_states(tracker, experiment_id, grid_run_id, grid, to_run, results)
+        except BaseException:
+            tracker.set_status(grid_run_id, "FAILED", error="the driver stopped before the grid finished")
+            raise
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
 
     outcome.seconds = time.perf_counter() - start
     tracker.log_table(grid_run_id, outcome.stages, "stages.json")
@@ -179,6 +164,66 @@ def run_grid(
     )
     tracker.set_status(grid_run_id, "FAILED" if outcome.failed else "FINISHED")
     return outcome
+
+
+def _open_session(
+    tracker: GridTracker, experiment_id: str, grid: GridSpec, resume: bool
+) -> tuple[str, dict[str, str], dict[str, str]]:
+    """The grid run and one trial run per grid point: new ones, or the latest session's on resume."""
+    runs: dict[str, str] = {}
+    statuses: dict[str, str] = {}
+    if resume:
+        parent = tracker.latest_grid_run(experiment_id)
+        if parent is None:
+            raise RaygridError(f"grid {grid.name!r} has no session to resume; start it with raygrid run FILE")
+        grid_run_id = parent.info.run_id
+        for key, run in tracker.trial_runs(experiment_id, grid_run_id).items():
+            runs[key], statuses[key] = run.info.run_id, run.info.status
+    else:
+        grid_run_id = tracker.start_grid_run(
+            experiment_id,
+            grid_name=grid.name,
+            grid_hash=grid.grid_hash,
+            grid_yaml=yaml.safe_dump(grid.document, sort_keys=False),
+            path=str(grid.path.resolve()) if grid.path else None,
+        )
+    for trial in grid.trials:
+        if trial.name not in runs:
+            runs[trial.name] = tracker.create_trial_run(
+                experiment_id, grid_run_id, name=trial.name, tags=trial_tags(trial, grid), params=flatten(trial.config_dict)
+            )
+            statuses[trial.name] = "SCHEDULED"
+    tracker.set_status(grid_run_id, "RUNNING")
+    return grid_run_id, runs, statuses
+
+
+def _final_states(
+    tracker: GridTracker,
+    experiment_id: str,
+    grid_run_id: str,
+    grid: GridSpec,
+    ran: list[TrialSpec],
+    results: dict[str, dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """One row per grid point, read back from MLflow (the record resume trusts)."""
+    final = tracker.trial_runs(experiment_id, grid_run_id)
+    names = {t.name for t in ran}
+    rows = []
+    for trial in grid.trials:
+        run = final.get(trial.name)
+        status = run.info.status if run else "MISSING"
+        error = results.get(trial.name, {}).get("error")
+        if run is not None and status in ("RUNNING", "SCHEDULED") and trial.name in names:
+            # The coordinator died without closing its run (process killed, node lost, Ctrl-C).
+            error = error or "the trial stopped before finishing"
+            tracker.set_status(run.info.run_id, "FAILED", error=error)
+            status = "FAILED"
+        row: dict[str, Any] = {"trial": trial.name, "status": status}
+        row.update({k: (run.data.metrics.get(k) if run else None) for k in KEY_METRICS})
+        if status != "FINISHED":
+            row["error"] = (run.data.tags.get("raygrid.error") if run else None) or error
+        rows.append(row)
+    return rows
 
 
 def resume_grid(
@@ -215,79 +260,66 @@ def resume_grid(
     return run_grid(grid, address=address, resume=True, progress=progress, base=base)
 
 
-def _run_on_ray(
+def _run_trials(
     grid: GridSpec,
     trials: list[TrialSpec],
     runs: dict[str, str],
     target: TrackingTarget,
     storage_root: Path,
     session: str,
-    *,
-    address: str | None,
+    resources: Any,
+    shape: Any,
     progress: Callable[[int, int, str, str], None] | None,
-) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]], list[str]]:
+) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """One Tune trial per grid point, sharing stages through the session's broker."""
+    import ray
     from ray import tune
 
     from raygrid.grid.broker import StageBroker
-    from raygrid.grid.resources import cluster_shape, default_concurrency, fit_resources
+    from raygrid.grid.resources import default_concurrency
     from raygrid.grid.trainable import run_trial
+    from raygrid.studies import STUDIES
 
-    started_ray = _init_ray(address)
-    try:
-        shape = cluster_shape()
-        resources, warnings = fit_resources(grid.settings.resources, shape)
-        for warning in warnings:
-            log.warning(warning)
-        broker_name = f"raygrid-broker-{session}"
-        broker = StageBroker.options(name=broker_name).remote(str(storage_root))
-        from raygrid.studies import STUDIES
-
-        payloads = {
-            t.name: {
-                "run_id": runs[t.name],
-                "graph": STUDIES[t.config.study](t.config, resources),  # type: ignore[attr-defined]
-                "tracking_uri": target.uri,
-                "broker": broker_name,
-            }
-            for t in trials
+    broker_name = f"raygrid-broker-{session}"
+    broker = StageBroker.options(name=broker_name).remote(str(storage_root))
+    payloads = {
+        t.name: {
+            "run_id": runs[t.name],
+            "graph": STUDIES[t.config.study](t.config, resources),  # type: ignore[attr-defined]
+            "tracking_uri": target.uri,
+            "broker": broker_name,
         }
-        concurrency = grid.settings.resources.max_concurrent_trials or default_concurrency(shape, len(trials))
-        callbacks = [_ProgressCallback(len(trials), progress)] if progress else []
-        tuner = tune.Tuner(
-            tune.with_resources(
-                tune.with_parameters(run_trial, payloads=payloads), {"cpu": 0, "memory": COORDINATOR_MEMORY}
-            ),
-            param_space={"trial": tune.grid_search([t.name for t in trials])},
-            tune_config=tune.TuneConfig(
-                reuse_actors=True,
-                max_concurrent_trials=concurrency,
-                trial_name_creator=lambda t: t.config["trial"],
-                trial_dirname_creator=lambda t: t.config["trial"],
-            ),
-            run_config=tune.RunConfig(
-                name=f"{grid.name}-{session[:8]}",
-                storage_path=str(storage_root / "tune"),
-                verbose=0,
-                callbacks=callbacks,
-                failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
-            ),
-        )
+        for t in trials
+    }
+    concurrency = grid.settings.resources.max_concurrent_trials or default_concurrency(shape, len(trials))
+    tuner = tune.Tuner(
+        tune.with_resources(
+            tune.with_parameters(run_trial, payloads=payloads), {"cpu": 0, "memory": COORDINATOR_MEMORY}
+        ),
+        param_space={"trial": tune.grid_search([t.name for t in trials])},
+        tune_config=tune.TuneConfig(
+            reuse_actors=True,
+            max_concurrent_trials=concurrency,
+            trial_name_creator=lambda t: t.config["trial"],
+            trial_dirname_creator=lambda t: t.config["trial"],
+        ),
+        run_config=tune.RunConfig(
+            name=f"{grid.name}-{session[:8]}",
+            storage_path=str(storage_root / "tune"),
+            verbose=0,
+            callbacks=[_ProgressCallback(len(trials), progress)] if progress else [],
+            failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+        ),
+    )
+    try:
         result_grid = tuner.fit()
         results: dict[str, dict[str, Any]] = {}
         for result in result_grid:
-            name = result.config["trial"] if result.config else None
-            if name:
-                results[name] = {"error": _error_line(result.error) if result.error else None}
-        import ray
-
-        stages = ray.get(broker.summary.remote())
-        ray.kill(broker)
-        return results, stages, warnings
+            if result.config:
+                results[result.config["trial"]] = {"error": _error_line(result.error) if result.error else None}
+        return results, ray.get(broker.summary.remote())
     finally:
-        if started_ray:
-            import ray
-
-            ray.shutdown()
+        ray.kill(broker)
 
 
 def _init_ray(address: str | None) -> bool:

