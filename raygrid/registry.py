@@ -40,8 +40,10 @@ class Registry(Generic[T]):
         """
 
         def decorator(cls: type[T]) -> type[T]:
-            if name in self._classes and self._classes[name] is not cls:
-                raise ValueError(f"{self.kind} {name!r} is registered twice")
+            existing = self._classes.get(name)
+            # The same class imported twice (e.g. by a doctest collector) re-registers harmlessly.
+            if existing is not None and existing.__qualname__ != cls.__qualname__:
+                raise ValueError(f"{self.kind} {name!r} is registered twice ({existing.__qualname__}, {cls.__qualname__})")
             config = getattr(cls, "Config", None)
             if config is None or "name" not in getattr(config, "model_fields", {}):
                 raise TypeError(f"{cls.__name__} needs a pydantic Config with a 'name' field")

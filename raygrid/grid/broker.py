@@ -17,7 +17,7 @@ from typing import Any
 
 import ray
 
-from raygrid.pipeline.cache import StageCache
+from raygrid.pipeline.cache import CacheMiss, StageCache
 from raygrid.pipeline.resolve import Resolver, StageLedger, materialize
 from raygrid.pipeline.spec import StageSpec
 
@@ -26,16 +26,28 @@ log = logging.getLogger(__name__)
 
 @ray.remote(num_returns=2)
 def stage_task(spec: StageSpec, storage_root: str, names: list[str], *values: Any) -> tuple[Any, dict[str, Any]]:
-    """Load or compute one stage in a Ray worker; returns (value, how it was obtained)."""
-    import raygrid.components  # noqa: F401  (register stages and components in this worker)
+    """Load or compute one stage in a Ray worker; returns (value, how it was obtained).
 
+    A cache hit only unpickles the entry; torch and the components are imported
+    only when something has to be computed, which keeps re-runs of finished grids quick.
+    """
+    cache = StageCache(storage_root)
+    if names or not spec.inputs:
+        deps: dict[str, Any] | None = dict(zip(names, values))
+    else:
+        deps = None  # the broker expected a cache hit
+        try:
+            return cache.load(spec), {"stage": spec.stage, "key": spec.key, "how": "cached", "seconds": 0.0}
+        except CacheMiss:
+            pass
     import torch
+
+    import raygrid.components  # noqa: F401  (register stages and components in this worker)
 
     # Ray reuses workers across tasks of different sizes: match torch's threads to this task's CPUs.
     torch.set_num_threads(max(1, int(spec.cpu)))
     device = "cuda" if spec.gpu > 0 and torch.cuda.is_available() else "cpu"
-    deps = dict(zip(names, values)) if names or not spec.inputs else None
-    return materialize(spec, StageCache(storage_root), device, deps)
+    return materialize(spec, cache, device, deps)
 
 
 class StageBrokerImpl(Resolver["ray.ObjectRef"]):

@@ -73,10 +73,11 @@ def fit_resources(resources: ResourcesConfig, shape: ClusterShape) -> tuple[Reso
 
 
 def default_concurrency(shape: ClusterShape, n_trials: int) -> int:
-    """How many trials to coordinate at once when the config does not say.
+    """How many trials to coordinate at once when the config does not say: one per CPU.
 
     A trial's coordinator holds no CPU (its stages are tasks with their own
-    requests), so more coordinators than CPUs keep the stage queue full; this
-    bounds the number of coordinator processes.
+    requests), so this does not limit the stages; it bounds the number of
+    coordinator processes, each of which costs a Python start with MLflow
+    imported, while keeping enough trials in flight to feed every CPU.
     """
-    return max(1, min(n_trials, max(4, int(2 * shape.total_cpu))))
+    return max(1, min(n_trials, max(2, int(shape.total_cpu))))

@@ -2,10 +2,11 @@
 
 ``run_grid`` is everything ``raygrid run`` and ``raygrid resume`` do:
 
-1. resolve and check the MLflow store (one clear error if unusable) and create
-   the experiment, the grid run and one trial run per grid point, on the driver,
-   before any worker logs;
-2. start or join Ray, fit the resource requests to the cluster;
+1. resolve and check the MLflow store, start or join Ray and fit the resource
+   requests to the cluster: anything that refuses the grid does so before a run
+   is written;
+2. create the experiment, the grid run and one trial run per grid point, on the
+   driver, before any worker logs (on resume: find them by grid key);
 3. start the session's stage broker and one Tune trial per grid point still to run;
 4. collect the outcome: per-trial metrics, per-stage computed / cached / shared
    counts, and mark every run's final state.
@@ -23,11 +24,12 @@ from typing import Any, Callable
 import yaml
 
 from raygrid.config.loader import GridSpec, TrialSpec, build_grid, load_grid
-from raygrid.errors import RaygridError, TrackingError
+from raygrid.errors import RaygridError
 from raygrid.tracking.store import (
     CONFIG_HASH_TAG,
     GRID_HASH_TAG,
     GRID_PATH_TAG,
+    STORAGE_TAG,
     GridTracker,
     TrackingTarget,
     check_tracking,
@@ -129,7 +131,7 @@ def run_grid(
         tracker = GridTracker(target)
         experiment_id = tracker.experiment_id(grid.settings.tracking.experiment or grid.name)
         assert experiment_id is not None
-        grid_run_id, runs, statuses = _open_session(tracker, experiment_id, grid, resume)
+        grid_run_id, runs, statuses = _open_session(tracker, experiment_id, grid, resume, storage_root)
         to_run = [t for t in grid.trials if statuses.get(t.name) != "FINISHED"]
         outcome = GridOutcome(
             grid=grid,
@@ -167,7 +169,7 @@ def run_grid(
 
 
 def _open_session(
-    tracker: GridTracker, experiment_id: str, grid: GridSpec, resume: bool
+    tracker: GridTracker, experiment_id: str, grid: GridSpec, resume: bool, storage_root: Path
 ) -> tuple[str, dict[str, str], dict[str, str]]:
     """The grid run and one trial run per grid point: new ones, or the latest session's on resume."""
     runs: dict[str, str] = {}
@@ -186,6 +188,7 @@ def _open_session(
             grid_hash=grid.grid_hash,
             grid_yaml=yaml.safe_dump(grid.document, sort_keys=False),
             path=str(grid.path.resolve()) if grid.path else None,
+            storage_root=str(storage_root),
         )
     for trial in grid.trials:
         if trial.name not in runs:
@@ -248,6 +251,10 @@ def resume_grid(
     if parent is None:
         raise RaygridError(f"no grid named {name!r} in {target.uri}; check the name with raygrid status, or pass --tracking")
     document = yaml.safe_load(tracker.grid_yaml(parent.info.run_id))
+    # Resume where the session recorded, whatever the current directory.
+    document.setdefault("tracking", {})["uri"] = target.uri
+    if parent.data.tags.get(STORAGE_TAG):
+        document.setdefault("storage", {})["root"] = parent.data.tags[STORAGE_TAG]
     path_tag = parent.data.tags.get(GRID_PATH_TAG)
     path = Path(path_tag) if path_tag else None
     grid = build_grid(document, source=path_tag or name, path=path)
@@ -255,7 +262,8 @@ def resume_grid(
         current = load_grid(path)
         if current.grid_hash != parent.data.tags.get(GRID_HASH_TAG):
             raise RaygridError(
-                f"grid file {path} changed since grid {name!r} started; give it a new name: (or restore the file) and use raygrid run"
+                f"grid file {path} changed since grid {name!r} started; restore it, or give the changed grid "
+                "a new name: and start it with raygrid run"
             )
     return run_grid(grid, address=address, resume=True, progress=progress, base=base)
 

@@ -38,6 +38,7 @@ GRID_TAG = "raygrid.grid"
 GRID_HASH_TAG = "raygrid.grid_hash"
 GRID_PATH_TAG = "raygrid.grid_path"
 GRID_KEY_TAG = "raygrid.grid_key"
+STORAGE_TAG = "raygrid.storage_root"
 CONFIG_HASH_TAG = "raygrid.config_hash"
 PARENT_TAG = "mlflow.parentRunId"
 MAX_PARAM_LENGTH = 6000
@@ -201,9 +202,20 @@ class GridTracker:
             location = (self.target.artifact_root / name).as_uri()
         return retry(lambda: self.client.create_experiment(name, artifact_location=location), what="creating the experiment")
 
-    def start_grid_run(self, experiment_id: str, *, grid_name: str, grid_hash: str, grid_yaml: str, path: str | None) -> str:
+    def start_grid_run(
+        self,
+        experiment_id: str,
+        *,
+        grid_name: str,
+        grid_hash: str,
+        grid_yaml: str,
+        path: str | None,
+        storage_root: str | None = None,
+    ) -> str:
         """Create the parent run of a grid session; stores the resolved grid file as ``grid.yaml``."""
         tags = {KIND_TAG: "grid", GRID_TAG: grid_name, GRID_HASH_TAG: grid_hash, "git_commit": git_commit()}
+        if storage_root:
+            tags[STORAGE_TAG] = storage_root
         if path:
             tags[GRID_PATH_TAG] = path
         run = self.client.create_run(experiment_id, run_name=f"{grid_name}-{time.strftime('%Y%m%d-%H%M%S')}", tags=tags)

@@ -40,6 +40,6 @@ def test_impossible_requests_are_refused_with_the_setting_named(request_, match)
 
 
 def test_default_concurrency_is_bounded_by_trials_and_cluster():
-    assert default_concurrency(LAPTOP, 3) == 3
-    assert default_concurrency(LAPTOP, 54) == 4
-    assert default_concurrency(GPU_NODE, 54) == 32
+    assert default_concurrency(LAPTOP, 1) == 1
+    assert default_concurrency(LAPTOP, 54) == 2
+    assert default_concurrency(GPU_NODE, 54) == 16
