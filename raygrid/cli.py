@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable, List, Optional, TypeVar
+from typing import Callable, List, Optional, Sequence, TypeVar
 
 import typer
 from rich.console import Console
@@ -92,22 +92,10 @@ def resume(
 @app.command()
 def status(name: str = typer.Argument(..., help="Grid name."), tracking: str = TrackingOption) -> None:
     """Each trial's state and key metrics in the grid's latest session."""
-    from raygrid.grid.runner import KEY_METRICS
+    from raygrid.grid.runner import KEY_METRICS, grid_status
     from raygrid.reports.summary import trials_table
-    from raygrid.tracking.store import GridTracker, check_tracking, resolve_tracking, trial_table
 
-    def load() -> list[dict]:
-        target = resolve_tracking(tracking)
-        check_tracking(target)
-        tracker = GridTracker(target)
-        experiment_id = tracker.experiment_id(name, create=False)
-        parent = tracker.latest_grid_run(experiment_id) if experiment_id else None
-        if parent is None:
-            raise RaygridError(f"no grid named {name!r} in {target.uri}; run one with raygrid run FILE, or pass --tracking")
-        runs = sorted(tracker.trial_runs(experiment_id, parent.info.run_id).values(), key=lambda r: r.info.run_name)
-        return trial_table(runs, KEY_METRICS)
-
-    rows = _guard(load)
+    rows = _guard(lambda: grid_status(name, tracking))
     console.print(trials_table(rows, KEY_METRICS))
     counts = {s: sum(r["status"] == s for r in rows) for s in {r["status"] for r in rows}}
     console.print(", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())))
@@ -154,27 +142,39 @@ def ui(
 
 
 class _progress:
-    """A tqdm bar fed by the grid runner's per-trial progress callback."""
+    """A tqdm bar of finished trials, with the stages at work shown beside it."""
 
     def __init__(self, total: int | None) -> None:
         self.total = total
         self.bar = None
+        self.failed = 0
+        self.last = ""
+        self.stage_text = ""
 
-    def __enter__(self) -> Callable[[int, int, str, str], None]:
+    def __enter__(self) -> "_progress":
         from tqdm import tqdm
 
         self.bar = tqdm(total=self.total, unit="trial", desc="trials", disable=None, file=sys.stderr)
-        failed = [0]
+        return self
 
-        def report(done: int, total: int, name: str, state: str) -> None:
-            assert self.bar is not None
-            if self.bar.total != total:
-                self.bar.total = total
-            failed[0] += state != "FINISHED"
-            self.bar.set_postfix_str(f"last: {name} {state.lower()}" + (f", {failed[0]} failed" if failed[0] else ""))
-            self.bar.update(done - self.bar.n)
+    def trial_done(self, done: int, total: int, name: str, status: str) -> None:
+        assert self.bar is not None
+        if self.bar.total != total:
+            self.bar.total = total
+        self.failed += status != "FINISHED"
+        self.last = f"last: {name} {status.lower()}" + (f", {self.failed} failed" if self.failed else "")
+        self.bar.update(done - self.bar.n)
+        self._postfix()
 
-        return report
+    def stages(self, done: int, submitted: int, running: Sequence[str]) -> None:
+        if submitted:
+            pending = f" (pending: {', '.join(running)})" if running else ""
+            self.stage_text = f"stages done {done}/{submitted}{pending}"
+        self._postfix()
+
+    def _postfix(self) -> None:
+        assert self.bar is not None
+        self.bar.set_postfix_str("; ".join(t for t in (self.stage_text, self.last) if t))
 
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:

@@ -81,6 +81,14 @@ class StageBrokerImpl(Resolver["ray.ObjectRef"]):
     def _compute(self, spec: StageSpec, deps: dict[str, Any]) -> Any:
         return self._submit(spec, deps)
 
+    def progress(self) -> dict[str, Any]:
+        """Stage tasks submitted so far, how many are over, and the stages of those still running or queued."""
+        refs = [ref for _, ref in self.infos]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0) if refs else ([], [])
+        over = set(ready)
+        running = sorted({stage for stage, ref in self.infos if ref not in over})
+        return {"done": len(over), "submitted": len(refs), "running": running}
+
     def summary(self) -> list[dict[str, Any]]:
         """Per stage: how often it was computed, served from disk, or shared in memory this session."""
         ledger = StageLedger()

@@ -19,7 +19,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Protocol, Sequence
 
 import yaml
 
@@ -97,7 +97,7 @@ def run_grid(
     *,
     address: str | None = None,
     resume: bool = False,
-    progress: Callable[[int, int, str, str], None] | None = None,
+    progress: ProgressSink | None = None,
     base: Path | None = None,
 ) -> GridOutcome:
     """Run (or resume) ``grid``; see the module docstring.
@@ -111,7 +111,7 @@ def run_grid(
         address: Ray cluster address (``None``: start a local Ray, or use the one running in this process).
         resume: Continue the grid's latest session: trials whose run FINISHED are skipped,
             the others re-run in their own run.
-        progress: Called after each trial as ``progress(done, total, trial, status)``.
+        progress: Told of every finished trial and, about once a second, of the stages' progress.
         base: Folder relative paths (tracking, storage) are resolved against; default the cwd.
     """
     start = time.perf_counter()
@@ -229,12 +229,37 @@ def _final_states(
     return rows
 
 
+def latest_session(name: str, tracking: str = "mlruns", base: Path | None = None) -> tuple[GridTracker, str, Any]:
+    """The tracker, experiment id and latest grid run of grid ``name``.
+
+    Raises:
+        RaygridError: The store has no grid of that name.
+    """
+    target = resolve_tracking(tracking, base)
+    check_tracking(target)
+    tracker = GridTracker(target)
+    experiment_id = tracker.experiment_id(name, create=False)
+    parent = tracker.latest_grid_run(experiment_id) if experiment_id else None
+    if experiment_id is None or parent is None:
+        raise RaygridError(f"no grid named {name!r} in {target.uri}; run one with raygrid run FILE, or pass --tracking")
+    return tracker, experiment_id, parent
+
+
+def grid_status(name: str, tracking: str = "mlruns", base: Path | None = None) -> list[dict[str, Any]]:
+    """Each trial of grid ``name``'s latest session: name, MLflow status, key metrics."""
+    from raygrid.tracking.store import trial_table
+
+    tracker, experiment_id, parent = latest_session(name, tracking, base)
+    runs = sorted(tracker.trial_runs(experiment_id, parent.info.run_id).values(), key=lambda r: r.info.start_time)
+    return trial_table(runs, KEY_METRICS)
+
+
 def resume_grid(
     name: str,
     *,
     tracking: str = "mlruns",
     address: str | None = None,
-    progress: Callable[[int, int, str, str], None] | None = None,
+    progress: ProgressSink | None = None,
     base: Path | None = None,
 ) -> GridOutcome:
     """Continue the latest session of grid ``name`` from the grid file stored with it.
@@ -243,13 +268,8 @@ def resume_grid(
         RaygridError: No such grid, or its file changed since the session started.
     """
     base = (base or Path.cwd()).resolve()
-    target = resolve_tracking(tracking, base)
-    check_tracking(target)
-    tracker = GridTracker(target)
-    experiment_id = tracker.experiment_id(name, create=False)
-    parent = tracker.latest_grid_run(experiment_id) if experiment_id else None
-    if parent is None:
-        raise RaygridError(f"no grid named {name!r} in {target.uri}; check the name with raygrid status, or pass --tracking")
+    tracker, _, parent = latest_session(name, tracking, base)
+    target = tracker.target
     document = yaml.safe_load(tracker.grid_yaml(parent.info.run_id))
     # Resume where the session recorded, whatever the current directory.
     document.setdefault("tracking", {})["uri"] = target.uri
@@ -277,7 +297,7 @@ def _run_trials(
     session: str,
     resources: Any,
     shape: Any,
-    progress: Callable[[int, int, str, str], None] | None,
+    progress: ProgressSink | None,
 ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
     """One Tune trial per grid point, sharing stages through the session's broker."""
     import ray
@@ -315,7 +335,7 @@ def _run_trials(
             name=f"{grid.name}-{session[:8]}",
             storage_path=str(storage_root / "tune"),
             verbose=0,
-            callbacks=[_ProgressCallback(len(trials), progress)] if progress else [],
+            callbacks=[_ProgressCallback(len(trials), progress, broker)] if progress else [],
             failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
         ),
     )
@@ -352,25 +372,46 @@ def _init_ray(address: str | None) -> bool:
     return True
 
 
-class _ProgressCallback:
-    """Tune callback forwarding finished and failed trials to a progress function."""
+class ProgressSink(Protocol):
+    """Where the runner reports progress (the CLI's progress bar)."""
 
-    def __new__(cls, total: int, progress: Callable[[int, int, str, str], None] | None):  # noqa: D102
+    def trial_done(self, done: int, total: int, name: str, status: str) -> None:
+        """A trial finished (``status`` FINISHED) or failed; ``done`` of ``total`` are over."""
+
+    def stages(self, done: int, submitted: int, running: Sequence[str]) -> None:
+        """Stage tasks: ``done`` of ``submitted`` are over; ``running`` names the others' stages."""
+
+
+class _ProgressCallback:
+    """Tune callback forwarding finished trials, and the broker's stage progress, to a sink."""
+
+    def __new__(cls, total: int, sink: ProgressSink, broker: Any):  # noqa: D102
         from ray.tune import Callback
 
         class Forward(Callback):
             def __init__(self) -> None:
                 self.done = 0
+                self.polled = 0.0
+
+            def on_step_end(self, iteration, trials, **info):  # noqa: ANN001
+                if time.monotonic() - self.polled < 1.0:
+                    return
+                self.polled = time.monotonic()
+                import ray
+
+                try:
+                    state = ray.get(broker.progress.remote(), timeout=2)
+                except Exception:  # noqa: BLE001  (progress is best effort)
+                    return
+                sink.stages(state["done"], state["submitted"], state["running"])
 
             def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001
                 self.done += 1
-                if progress:
-                    progress(self.done, total, trial.config["trial"], "FINISHED")
+                sink.trial_done(self.done, total, trial.config["trial"], "FINISHED")
 
             def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
                 self.done += 1
-                if progress:
-                    progress(self.done, total, trial.config["trial"], "FAILED")
+                sink.trial_done(self.done, total, trial.config["trial"], "FAILED")
 
         return Forward()
 

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from raygrid.metrics.base import CutoffMetric
+
 
 def seen_category_counts(
     n_users: int, train_users: np.ndarray, train_items: np.ndarray, category_mask: np.ndarray
@@ -60,24 +62,12 @@ def _discounts(k: int) -> np.ndarray:
     return 1.0 / np.log2(np.arange(2, k + 2, dtype=np.float64))
 
 
-class CategoryMetric:
+class CategoryMetric(CutoffMetric):
     """A metric of how much the items of one category fill the top-K lists.
 
     Args:
         k: Cutoff: only the first ``k`` items of each list count.
     """
-
-    prefix: str = ""
-
-    def __init__(self, k: int) -> None:
-        if int(k) < 1:
-            raise ValueError(f"cutoff k must be positive, got {k}")
-        self.k = int(k)
-
-    @property
-    def name(self) -> str:
-        """Metric key, e.g. ``"chr_20"`` (no ``@``: MLflow rejects it)."""
-        return f"{self.prefix}_{self.k}"
 
     def _hits(self, topk: np.ndarray, category_mask: np.ndarray) -> np.ndarray:
         """``bool`` ``(n_users, k)``: whether each of the first ``k`` items is a category item."""
@@ -109,9 +99,6 @@ class CategoryMetric:
         """Mean of :meth:`per_user` over all users (``NaN`` for no users)."""
         values = self.per_user(topk, category_mask, seen_category_counts)
         return float(values.mean()) if values.size else float("nan")
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(k={self.k})"
 
 
 class CHR(CategoryMetric):

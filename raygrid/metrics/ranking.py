@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from raygrid.metrics.base import CutoffMetric
+
 
 def _check_inputs(topk: np.ndarray, test_items: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     topk = np.asarray(topk)
@@ -29,24 +31,12 @@ def _nan_mean(values: np.ndarray) -> float:
     return float(valid.mean()) if valid.size else float("nan")
 
 
-class RankingMetric:
+class RankingMetric(CutoffMetric):
     """A top-K accuracy metric against one held-out test item per user.
 
     Args:
         k: Cutoff: only the first ``k`` items of each list count.
     """
-
-    prefix: str = ""
-
-    def __init__(self, k: int) -> None:
-        if int(k) < 1:
-            raise ValueError(f"cutoff k must be positive, got {k}")
-        self.k = int(k)
-
-    @property
-    def name(self) -> str:
-        """Metric key, e.g. ``"recall_20"``."""
-        return f"{self.prefix}_{self.k}"
 
     def per_user(self, topk: np.ndarray, test_items: np.ndarray) -> np.ndarray:
         """Value of each user, ``float64`` ``(n_users,)``; ``NaN`` for users without a test item.
@@ -69,9 +59,6 @@ class RankingMetric:
 
     def _from_rank(self, rank: np.ndarray) -> np.ndarray:
         raise NotImplementedError
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(k={self.k})"
 
 
 class Recall(RankingMetric):

@@ -181,7 +181,7 @@ def clean_features_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: St
     return CatalogueFeatures(features, classes)
 
 
-@stage("attack", version=2)
+@stage("attack", version=3)
 def attack_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: StageContext) -> AdversarialImages:
     """Attack the origin items' images towards the target class and store them as 8-bit images."""
     from raygrid.attacks.base import OutputSelector
@@ -204,25 +204,30 @@ def attack_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: StageConte
     originals = np.ascontiguousarray(dataset.images[items])
     labels = np.full(len(items), target, dtype=np.int64)
 
-    start = time.perf_counter()
-    adversarial = attack_images(
-        attack, OutputSelector(model, index=1), originals, labels, device=ctx.device, seed=params["seed"]
-    ) if len(items) else originals.copy()
-    seconds = time.perf_counter() - start
-
-    distances = realised_distances(originals, adversarial) if len(items) else {"linf": np.zeros(0), "l2": np.zeros(0)}
-    _, stored_classes = extract(model, adversarial, device=ctx.device) if len(items) else (None, np.zeros(0, np.int64))
+    buffer = io.BytesIO()
+    if len(items):
+        start = time.perf_counter()
+        adversarial = attack_images(
+            attack, OutputSelector(model, index=1), originals, labels, device=ctx.device, seed=params["seed"]
+        )
+        seconds = time.perf_counter() - start
+        distances = realised_distances(originals, adversarial)
+        _, stored_classes = extract(model, adversarial, device=ctx.device)
+        if np.any(distances["linf"] > 0):  # the identity attack has nothing to show
+            comparison_grid(originals, adversarial).save(buffer, format="PNG")
+    else:
+        log.warning("the extractor classifies no item as %r: nothing to attack", trained.class_names[origin])
+        adversarial, seconds = originals.copy(), 0.0
+        distances = {"linf": np.zeros(0), "l2": np.zeros(0)}
+        stored_classes = np.zeros(0, dtype=np.int64)
     metrics = {
         "n_attacked": float(len(items)),
-        "success_rate": success_rate(stored_classes, labels, targeted=True) if len(items) else float("nan"),
+        "success_rate": success_rate(stored_classes, labels, targeted=True),  # on the stored 8-bit images
         "linf_realised_mean": _mean(distances["linf"]),
         "linf_realised_max": float(np.max(distances["linf"])) if len(items) else float("nan"),
         "l2_realised_mean": _mean(distances["l2"]),
         "attack_seconds_per_image": seconds / max(len(items), 1),
     }
-    buffer = io.BytesIO()
-    if len(items):
-        comparison_grid(originals, adversarial).save(buffer, format="PNG")
     return AdversarialImages(
         items=items,
         images=adversarial,
