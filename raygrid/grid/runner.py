@@ -14,8 +14,10 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,7 +121,11 @@ def run_grid(
     target = resolve_tracking(grid.settings.tracking.uri, base)
     check_tracking(target)
     storage_root = _resolve_path(grid.settings.storage.root, base)
+    # MLflow takes seconds to import; let it load while Ray starts its processes.
+    prefetch = threading.Thread(target=importlib.import_module, args=("mlflow",), daemon=True)
+    prefetch.start()
     started_ray = _init_ray(address)
+    prefetch.join()
     try:
         from raygrid.grid.resources import cluster_shape, fit_resources
 

@@ -22,12 +22,14 @@ def run_trial(config: dict[str, Any], payloads: dict[str, dict[str, Any]] | None
 
     assert payloads is not None
     payload = payloads[config["trial"]]
-    tracker = GridTracker(TrackingTarget(payload["tracking_uri"], None))
     run_id = payload["run_id"]
+    # Ask for the trial's product first: its stages run while MLflow imports here.
+    broker = ray.get_actor(payload["broker"])
+    request = broker.request_ref.remote(payload["graph"])
+    tracker = GridTracker(TrackingTarget(payload["tracking_uri"], None))
     tracker.set_status(run_id, "RUNNING")
     try:
-        broker = ray.get_actor(payload["broker"])
-        [ref] = ray.get(broker.request_ref.remote(payload["graph"]))
+        [ref] = ray.get(request)
         outcome = ray.get(ref)
         tags = {f"raygrid.{k}": v for k, v in outcome.info.items()}
         tracker.log_trial(run_id, outcome.metrics, outcome.artifacts, tags=tags)
