@@ -62,6 +62,7 @@ class GridSpec:
         document: The resolved YAML document, overrides applied.
         settings: Run-wide settings (resources, tracking, storage, grid axes).
         trials: Every grid point, in Cartesian-product order of the axes as written.
+        overrides: The ``--set`` overrides applied over the file (resume re-applies them).
     """
 
     name: str
@@ -69,6 +70,7 @@ class GridSpec:
     document: dict[str, Any]
     settings: GridRunSettings
     trials: list[TrialSpec] = field(default_factory=list)
+    overrides: tuple[str, ...] = ()
 
     @property
     def grid_hash(self) -> str:
@@ -171,7 +173,9 @@ def build_grid(
         trials.append(TrialSpec(name=name, axes=assignment, config=config))
 
     name = trials[0].config.name  # type: ignore[attr-defined]
-    return GridSpec(name=name, path=path, document=document, settings=settings, trials=trials)
+    return GridSpec(
+        name=name, path=path, document=document, settings=settings, trials=trials, overrides=tuple(overrides)
+    )
 
 
 def parse_override(item: str) -> tuple[str, Any]:

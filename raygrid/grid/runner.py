@@ -2,12 +2,13 @@
 
 ``run_grid`` is everything ``raygrid run`` and ``raygrid resume`` do:
 
-1. resolve and check the MLflow store, start or join Ray and fit the resource
-   requests to the cluster: anything that refuses the grid does so before a run
-   is written;
+1. resolve and check the MLflow store; unless every trial's product is already
+   cached, start or join Ray and fit the resource requests to the cluster:
+   anything that refuses the grid does so before a run is written;
 2. create the experiment, the grid run and one trial run per grid point, on the
    driver, before any worker logs (on resume: find them by grid key);
-3. start the session's stage broker and one Tune trial per grid point still to run;
+3. log the trials whose product is cached straight from the driver; start the
+   session's stage broker and one Tune trial for every other grid point to run;
 4. collect the outcome: per-trial metrics, per-stage computed / cached / shared
    counts, and mark every run's final state.
 """
@@ -15,6 +16,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import os
 import threading
@@ -27,10 +29,14 @@ import yaml
 
 from raygrid.config.loader import GridSpec, TrialSpec, build_grid, load_grid
 from raygrid.errors import RaygridError
+from raygrid.pipeline.cache import CacheMiss, StageCache
+from raygrid.pipeline.resolve import CACHED, StageLedger
+from raygrid.pipeline.spec import StageSpec
 from raygrid.tracking.store import (
     CONFIG_HASH_TAG,
     GRID_HASH_TAG,
     GRID_PATH_TAG,
+    OVERRIDES_TAG,
     STORAGE_TAG,
     GridTracker,
     TrackingTarget,
@@ -121,19 +127,13 @@ def run_grid(
     target = resolve_tracking(grid.settings.tracking.uri, base)
     check_tracking(target)
     storage_root = _resolve_path(grid.settings.storage.root, base)
-    # MLflow takes seconds to import; let it load while Ray starts its processes.
-    prefetch = threading.Thread(target=importlib.import_module, args=("mlflow",), daemon=True)
-    prefetch.start()
-    started_ray = _init_ray(address)
-    prefetch.join()
+    cache = StageCache(storage_root)
+    graphs = _graphs(grid, grid.settings.resources)
+    # A grid whose every trial product is cached is replayed by the driver alone: no Ray to start.
+    ray_state = _RayState(address) if not all(cache.exists(g) for g in graphs.values()) else None
     try:
-        from raygrid.grid.resources import cluster_shape, fit_resources
-
-        shape = cluster_shape()
-        resources, warnings = fit_resources(grid.settings.resources, shape)
-        for warning in warnings:
-            log.warning(warning)
-
+        if ray_state is not None:
+            graphs = _graphs(grid, ray_state.resources(grid))
         tracker = GridTracker(target)
         experiment_id = tracker.experiment_id(grid.settings.tracking.experiment or grid.name)
         assert experiment_id is not None
@@ -144,23 +144,29 @@ def run_grid(
             target=target,
             grid_run_id=grid_run_id,
             skipped=[t.name for t in grid.trials if statuses.get(t.name) == "FINISHED"],
-            warnings=warnings,
+            warnings=ray_state.warnings if ray_state else [],
         )
         try:
+            ledger, rest = _serve_cached(tracker, to_run, runs, graphs, cache, progress)
             results: dict[str, dict[str, Any]] = {}
-            if to_run:
-                results, outcome.stages = _run_trials(
-                    grid, to_run, runs, target, storage_root, grid_run_id, resources, shape, progress
+            broker_rows: list[dict[str, Any]] = []
+            if rest:
+                if ray_state is None:  # a cache entry turned out unreadable: compute it after all
+                    ray_state = _RayState(address)
+                    graphs = _graphs(grid, ray_state.resources(grid))
+                    outcome.warnings = ray_state.warnings
+                results, broker_rows = _run_trials(
+                    grid, rest, runs, graphs, target, storage_root, grid_run_id, ray_state.shape, progress,
+                    done=len(to_run) - len(rest), total=len(to_run),
                 )
+            outcome.stages = _merge_stage_rows(ledger.rows(), broker_rows)
             outcome.trials = _final_states(tracker, experiment_id, grid_run_id, grid, to_run, results)
         except BaseException:
             tracker.set_status(grid_run_id, "FAILED", error="the driver stopped before the grid finished")
             raise
     finally:
-        if started_ray:
-            import ray
-
-            ray.shutdown()
+        if ray_state is not None:
+            ray_state.close()
 
     outcome.seconds = time.perf_counter() - start
     tracker.log_table(grid_run_id, outcome.stages, "stages.json")
@@ -172,6 +178,91 @@ def run_grid(
     )
     tracker.set_status(grid_run_id, "FAILED" if outcome.failed else "FINISHED")
     return outcome
+
+
+class _RayState:
+    """Ray started or joined for this grid, the cluster's shape, and the resource requests fitted to it."""
+
+    def __init__(self, address: str | None) -> None:
+        # MLflow takes seconds to import; let it load while Ray starts its processes.
+        prefetch = threading.Thread(target=importlib.import_module, args=("mlflow",), daemon=True)
+        prefetch.start()
+        self.started = _init_ray(address)
+        prefetch.join()
+        self.warnings: list[str] = []
+        try:
+            from raygrid.grid.resources import cluster_shape
+
+            self.shape = cluster_shape()
+        except BaseException:
+            self.close()
+            raise
+
+    def resources(self, grid: GridSpec) -> Any:
+        """The grid's resource requests fitted to the cluster (warnings kept, impossible ones refused)."""
+        from raygrid.grid.resources import fit_resources
+
+        try:
+            resources, self.warnings = fit_resources(grid.settings.resources, self.shape)
+        except BaseException:
+            self.close()
+            raise
+        for warning in self.warnings:
+            log.warning(warning)
+        return resources
+
+    def close(self) -> None:
+        """Stop Ray if this grid started it."""
+        if self.started:
+            import ray
+
+            ray.shutdown()
+            self.started = False
+
+
+def _graphs(grid: GridSpec, resources: Any) -> dict[str, StageSpec]:
+    """Each trial's stage graph (keys do not depend on ``resources``; the stage tasks' requests do)."""
+    from raygrid.studies import STUDIES
+
+    return {t.name: STUDIES[t.config.study](t.config, resources) for t in grid.trials}  # type: ignore[attr-defined]
+
+
+def _serve_cached(
+    tracker: GridTracker,
+    trials: list[TrialSpec],
+    runs: dict[str, str],
+    graphs: dict[str, StageSpec],
+    cache: StageCache,
+    progress: ProgressSink | None,
+) -> tuple[StageLedger, list[TrialSpec]]:
+    """Log, from the driver, every trial whose final product is cached; returns the ledger and the others."""
+    ledger = StageLedger()
+    rest: list[TrialSpec] = []
+    for trial in trials:
+        graph = graphs[trial.name]
+        try:
+            outcome = cache.load(graph)
+        except CacheMiss:
+            rest.append(trial)
+            continue
+        tracker.set_status(runs[trial.name], "RUNNING")
+        tracker.log_outcome(runs[trial.name], outcome)
+        tracker.set_status(runs[trial.name], "FINISHED")
+        ledger.record(graph.stage, CACHED)
+        if progress is not None:
+            progress.trial_done(ledger.total(CACHED), len(trials), trial.name, "FINISHED")
+    return ledger, rest
+
+
+def _merge_stage_rows(*tables: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per-stage rows summed over several ledgers (driver-served and broker-served)."""
+    merged: dict[str, dict[str, Any]] = {}
+    for rows in tables:
+        for row in rows:
+            into = merged.setdefault(row["stage"], {"stage": row["stage"], "computed": 0, "cached": 0, "shared": 0, "failed": 0, "seconds": 0.0})
+            for key in ("computed", "cached", "shared", "failed", "seconds"):
+                into[key] += row.get(key, 0)
+    return list(merged.values())
 
 
 def _open_session(
@@ -195,6 +286,7 @@ def _open_session(
             grid_yaml=yaml.safe_dump(grid.document, sort_keys=False),
             path=str(grid.path.resolve()) if grid.path else None,
             storage_root=str(storage_root),
+            overrides=grid.overrides,
         )
     for trial in grid.trials:
         if trial.name not in runs:
@@ -285,7 +377,7 @@ def resume_grid(
     path = Path(path_tag) if path_tag else None
     grid = build_grid(document, source=path_tag or name, path=path)
     if path is not None and path.is_file():
-        current = load_grid(path)
+        current = load_grid(path, json.loads(parent.data.tags.get(OVERRIDES_TAG, "[]")))
         if current.grid_hash != parent.data.tags.get(GRID_HASH_TAG):
             raise RaygridError(
                 f"grid file {path} changed since grid {name!r} started; restore it, or give the changed grid "
@@ -298,12 +390,15 @@ def _run_trials(
     grid: GridSpec,
     trials: list[TrialSpec],
     runs: dict[str, str],
+    graphs: dict[str, StageSpec],
     target: TrackingTarget,
     storage_root: Path,
     session: str,
-    resources: Any,
     shape: Any,
     progress: ProgressSink | None,
+    *,
+    done: int = 0,
+    total: int | None = None,
 ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
     """One Tune trial per grid point, sharing stages through the session's broker."""
     import ray
@@ -312,14 +407,13 @@ def _run_trials(
     from raygrid.grid.broker import StageBroker
     from raygrid.grid.resources import default_concurrency
     from raygrid.grid.trainable import run_trial
-    from raygrid.studies import STUDIES
 
     broker_name = f"raygrid-broker-{session}"
     broker = StageBroker.options(name=broker_name).remote(str(storage_root))
     payloads = {
         t.name: {
             "run_id": runs[t.name],
-            "graph": STUDIES[t.config.study](t.config, resources),  # type: ignore[attr-defined]
+            "graph": graphs[t.name],
             "tracking_uri": target.uri,
             "broker": broker_name,
         }
@@ -341,7 +435,7 @@ def _run_trials(
             name=f"{grid.name}-{session[:8]}",
             storage_path=str(storage_root / "tune"),
             verbose=0,
-            callbacks=[_ProgressCallback(len(trials), progress, broker)] if progress else [],
+            callbacks=[_ProgressCallback(done, total or len(trials), progress, broker)] if progress else [],
             failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
         ),
     )
@@ -391,12 +485,12 @@ class ProgressSink(Protocol):
 class _ProgressCallback:
     """Tune callback forwarding finished trials, and the broker's stage progress, to a sink."""
 
-    def __new__(cls, total: int, sink: ProgressSink, broker: Any):  # noqa: D102
+    def __new__(cls, done: int, total: int, sink: ProgressSink, broker: Any):  # noqa: D102
         from ray.tune import Callback
 
         class Forward(Callback):
             def __init__(self) -> None:
-                self.done = 0
+                self.done = done
                 self.polled = 0.0
 
             def on_step_end(self, iteration, trials, **info):  # noqa: ANN001

@@ -31,8 +31,7 @@ def run_trial(config: dict[str, Any], payloads: dict[str, dict[str, Any]] | None
     try:
         [ref] = ray.get(request)
         outcome = ray.get(ref)
-        tags = {f"raygrid.{k}": v for k, v in outcome.info.items()}
-        tracker.log_trial(run_id, outcome.metrics, outcome.artifacts, tags=tags)
+        tracker.log_outcome(run_id, outcome)
     except BaseException as exc:
         tracker.set_status(run_id, "FAILED", error=one_line(exc))
         raise

@@ -39,6 +39,7 @@ GRID_HASH_TAG = "raygrid.grid_hash"
 GRID_PATH_TAG = "raygrid.grid_path"
 GRID_KEY_TAG = "raygrid.grid_key"
 STORAGE_TAG = "raygrid.storage_root"
+OVERRIDES_TAG = "raygrid.overrides"
 CONFIG_HASH_TAG = "raygrid.config_hash"
 PARENT_TAG = "mlflow.parentRunId"
 MAX_PARAM_LENGTH = 6000
@@ -211,9 +212,13 @@ class GridTracker:
         grid_yaml: str,
         path: str | None,
         storage_root: str | None = None,
+        overrides: tuple[str, ...] = (),
     ) -> str:
         """Create the parent run of a grid session; stores the resolved grid file as ``grid.yaml``."""
+        import json
+
         tags = {KIND_TAG: "grid", GRID_TAG: grid_name, GRID_HASH_TAG: grid_hash, "git_commit": git_commit()}
+        tags[OVERRIDES_TAG] = json.dumps(list(overrides))
         if storage_root:
             tags[STORAGE_TAG] = storage_root
         if path:
@@ -273,6 +278,11 @@ class GridTracker:
             retry(lambda: self.client.update_run(run_id, status=status), what=f"marking the run {status}")
         else:
             retry(lambda: self.client.set_terminated(run_id, status=status), what="closing the run")
+
+    def log_outcome(self, run_id: str, outcome: Any) -> None:
+        """Log a trial's outcome (a :class:`~raygrid.pipeline.outcome.TrialOutcome`): metrics, artifacts, info tags."""
+        tags = {f"raygrid.{k}": v for k, v in outcome.info.items()}
+        self.log_trial(run_id, outcome.metrics, outcome.artifacts, tags=tags)
 
     def log_trial(self, run_id: str, metrics: Mapping[str, float], artifacts: Mapping[str, bytes], tags: Mapping[str, str] | None = None) -> None:
         """Log a trial's metrics (one batch) and artifacts (by relative path)."""

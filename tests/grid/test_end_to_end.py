@@ -9,6 +9,8 @@ import yaml
 
 from raygrid.config.loader import load_grid
 from raygrid.grid.runner import resume_grid, run_grid
+from raygrid.pipeline import StageCache
+from raygrid.studies.var import var_trial_graph
 from raygrid.tracking.store import GridTracker, resolve_tracking
 from tests.conftest import tiny_grid_document
 
@@ -67,28 +69,42 @@ def test_grid_runs_tracks_serves_from_cache_and_resumes(tmp_path, monkeypatch):
     assert artifacts == {"attack/preview.png", "attack/realised_distances.csv"}
     assert runs["none"].data.metrics["feature_loss"] == 0
 
-    # A second run of the same grid computes nothing: every product is served from the cache.
+    # A second run of the same grid computes nothing: every trial's product is served from the cache.
     second = run_grid(load_grid(path))
     assert second.failed == []
     assert sum(row["computed"] for row in second.stages) == 0
-    assert sum(row["cached"] for row in second.stages) >= len(TRIALS)
+    assert sum(row["cached"] for row in second.stages) == len(TRIALS)
     _, parent2, runs2 = session_runs(tmp_path, "tiny")
     assert parent2.info.run_id != parent.info.run_id
     for name in TRIALS:
+        assert runs2[name].info.status == "FINISHED"
         assert runs2[name].data.metrics["chr_20"] == runs[name].data.metrics["chr_20"]
 
-    # Resume re-runs only what did not finish, in the same MLflow run.
-    broken = runs2["fgsm_eps8"].info.run_id
+    # Changing only the recommender recomputes only the recommender: Ray tasks load the rest from disk.
+    third = run_grid(load_grid(path, ["recommender.epochs=4"]))
+    stages = {row["stage"]: row for row in third.stages}
+    assert stages["recommender"]["computed"] == 3
+    assert sum(row["computed"] for row in third.stages) == 3
+    assert stages["attacked_features"]["cached"] == 3
+
+    # Resume re-runs only what did not finish, in the same MLflow run, recomputing a lost product.
+    _, parent3, runs3 = session_runs(tmp_path, "tiny")
+    broken = runs3["fgsm_eps8"].info.run_id
     tracker.set_status(broken, "FAILED", error="simulated")
-    untouched = runs2["none"].info.end_time
+    untouched = runs3["none"].info.end_time
+    resumed_grid = load_grid(path, ["recommender.epochs=4"])
+    lost = StageCache(tmp_path / ".raygrid").path(var_trial_graph(resumed_grid.trial("fgsm_eps8").config))
+    lost.unlink()
     resumed = resume_grid("tiny", base=tmp_path)
     assert resumed.skipped == ["none", "pgd_eps8_steps3"]
     assert resumed.failed == []
-    _, parent3, runs3 = session_runs(tmp_path, "tiny")
-    assert parent3.info.run_id == parent2.info.run_id
-    assert sorted(runs3) == sorted(TRIALS)
-    assert runs3["fgsm_eps8"].info.run_id == broken and runs3["fgsm_eps8"].info.status == "FINISHED"
-    assert runs3["none"].info.end_time == untouched
+    assert {row["stage"]: row["computed"] for row in resumed.stages}["recommender"] == 1
+    assert lost.is_file()
+    _, parent4, runs4 = session_runs(tmp_path, "tiny")
+    assert parent4.info.run_id == parent3.info.run_id
+    assert sorted(runs4) == sorted(TRIALS)
+    assert runs4["fgsm_eps8"].info.run_id == broken and runs4["fgsm_eps8"].info.status == "FINISHED"
+    assert runs4["none"].info.end_time == untouched
 
 
 def test_a_failing_trial_is_recorded_and_the_others_finish(tmp_path, monkeypatch):
