@@ -8,7 +8,8 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, TypeVar
+from typing import Optional, TypeVar
+from collections.abc import Callable, Sequence
 
 import typer
 from rich.console import Console
@@ -42,7 +43,7 @@ def _logging(verbose: bool) -> None:
 
 
 @app.command()
-def validate(file: Path = typer.Argument(..., help="Grid file (YAML)."), set_: Optional[List[str]] = SetOption) -> None:
+def validate(file: Path = typer.Argument(..., help="Grid file (YAML)."), set_: Optional[list[str]] = SetOption) -> None:
     """Expand and validate every grid point; print the count and the trial names."""
     from raygrid.config.loader import load_grid
 
@@ -55,7 +56,7 @@ def validate(file: Path = typer.Argument(..., help="Grid file (YAML)."), set_: O
 @app.command()
 def run(
     file: Path = typer.Argument(..., help="Grid file (YAML)."),
-    set_: Optional[List[str]] = SetOption,
+    set_: Optional[list[str]] = SetOption,
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (default: start a local Ray)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log stage progress."),
 ) -> None:
@@ -151,7 +152,7 @@ class _progress:
         self.last = ""
         self.stage_text = ""
 
-    def __enter__(self) -> "_progress":
+    def __enter__(self) -> _progress:
         from tqdm import tqdm
 
         self.bar = tqdm(total=self.total, unit="trial", desc="trials", disable=None, file=sys.stderr)

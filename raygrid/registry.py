@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import fnmatch
 import typing
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Generic, TypeVar
+from collections.abc import Callable
 
 from raygrid.errors import UnknownComponentError
 

@@ -14,7 +14,8 @@ differentiating.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
+from collections.abc import Callable
 
 import torch.nn.functional as F
 from torch import Tensor

@@ -12,7 +12,8 @@ import itertools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
+from collections.abc import Iterable, Sequence
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -244,7 +245,7 @@ def _name_from_stem(stem: str) -> str:
 
 
 def _non_default_fields(section: BaseModel) -> dict[str, Any]:
-    data = {"name": getattr(section, "name")}
+    data = {"name": section.name}
     defaults = type(section)()
     for key in type(section).model_fields:
         if key != "name" and getattr(section, key) != getattr(defaults, key):

@@ -20,7 +20,7 @@ class CategoriesConfig(StrictModel):
     target: str | None = None
 
     @model_validator(mode="after")
-    def _distinct(self) -> "CategoriesConfig":
+    def _distinct(self) -> CategoriesConfig:
         if self.origin is not None and self.origin == self.target:
             raise ValueError("origin and target categories must differ")
         return self
@@ -33,7 +33,7 @@ class MetricsConfig(StrictModel):
     block_size: int = Field(1024, ge=1, description="users scored per block when ranking")
 
     @model_validator(mode="after")
-    def _positive(self) -> "MetricsConfig":
+    def _positive(self) -> MetricsConfig:
         if any(k < 1 for k in self.cutoffs):
             raise ValueError("every cutoff must be >= 1")
         return self

@@ -11,7 +11,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Callable, Mapping
+from typing import Any
+from collections.abc import Callable, Mapping
 
 from raygrid.hashing import content_hash
 
@@ -72,7 +73,7 @@ class StageSpec:
 
     stage: str
     params: Mapping[str, Any] = field(default_factory=dict)
-    inputs: Mapping[str, "StageSpec"] = field(default_factory=dict)
+    inputs: Mapping[str, StageSpec] = field(default_factory=dict)
     cpu: float = 1.0
     gpu: float = 0.0
 
@@ -89,7 +90,7 @@ class StageSpec:
             length=24,
         )
 
-    def walk(self) -> list["StageSpec"]:
+    def walk(self) -> list[StageSpec]:
         """This node and all its ancestors, dependencies first, each key once."""
         order: list[StageSpec] = []
         seen: set[str] = set()

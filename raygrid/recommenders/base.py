@@ -13,7 +13,8 @@ from __future__ import annotations
 import abc
 import contextlib
 import logging
-from typing import Any, Callable, Iterator, Self
+from typing import Any, Self
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch

@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from typing import Iterator, Literal
+from typing import Literal
+from collections.abc import Iterator
 
 import numpy as np
 import torch

@@ -17,7 +17,6 @@ Metric names never contain '@' (MLflow rejects it): ``chr_20``, ``recall_50``.
 from __future__ import annotations
 
 import logging
-import socket
 import subprocess
 import tempfile
 import time
@@ -25,7 +24,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, TypeVar
+from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Mapping
 
 from raygrid.errors import TrackingError
 
@@ -108,7 +108,7 @@ def check_tracking(target: TrackingTarget, timeout: float = 5.0) -> None:
             with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (user-given URL)
                 if response.status != 200:
                     raise TrackingError(f"MLflow server {target.uri} answered {response.status} on /health; check the server")
-        except (urllib.error.URLError, socket.timeout, ConnectionError, OSError) as exc:
+        except (TimeoutError, urllib.error.URLError, ConnectionError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise TrackingError(
                 f"MLflow tracking server {target.uri} is unreachable ({reason}); start it or fix tracking.uri"
@@ -236,7 +236,7 @@ class GridTracker:
         run_id = run.info.run_id
         items = [Param(k, v) for k, v in params.items()]
         for i in range(0, len(items), 100):
-            retry(lambda: self.client.log_batch(run_id, params=items[i : i + 100]), what="logging params")
+            retry(lambda c=items[i : i + 100]: self.client.log_batch(run_id, params=c), what="logging params")
         retry(lambda: self.client.update_run(run_id, status="SCHEDULED"), what="scheduling the run")
         return run_id
 
@@ -298,8 +298,8 @@ class GridTracker:
         ]
         tag_items = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
         for i in range(0, max(len(items), 1), 500):
-            chunk = items[i : i + 500]
-            retry(lambda: self.client.log_batch(run_id, metrics=chunk, tags=tag_items if i == 0 else []), what="logging metrics")
+            chunk, chunk_tags = items[i : i + 500], (tag_items if i == 0 else [])
+            retry(lambda c=chunk, t=chunk_tags: self.client.log_batch(run_id, metrics=c, tags=t), what="logging metrics")
         if artifacts:
             with tempfile.TemporaryDirectory() as tmp:
                 for relative, payload in artifacts.items():
