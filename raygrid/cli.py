@@ -7,9 +7,9 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Optional, TypeVar
-from collections.abc import Callable, Sequence
 
 import typer
 from rich.console import Console

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import fnmatch
 import typing
-from typing import Any, Generic, TypeVar
 from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 from raygrid.errors import UnknownComponentError
 

@@ -13,8 +13,8 @@ Attacks are built from configs through the registry::
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
 from collections.abc import Callable
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn

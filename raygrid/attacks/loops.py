@@ -9,8 +9,8 @@ same loop.
 from __future__ import annotations
 
 import contextlib
-from typing import Any
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor, nn

@@ -14,8 +14,8 @@ differentiating.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
 from collections.abc import Callable
+from typing import Any, Protocol
 
 import torch.nn.functional as F
 from torch import Tensor

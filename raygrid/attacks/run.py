@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch

@@ -10,10 +10,10 @@ from __future__ import annotations
 import copy
 import itertools
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from collections.abc import Iterable, Sequence
 
 import yaml
 from pydantic import BaseModel, ValidationError

@@ -9,10 +9,10 @@ the same product get the same key and share one computation and one cache entry.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
-from collections.abc import Callable, Mapping
 
 from raygrid.hashing import content_hash
 

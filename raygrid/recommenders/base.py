@@ -13,8 +13,8 @@ from __future__ import annotations
 import abc
 import contextlib
 import logging
-from typing import Any, Self
 from collections.abc import Callable, Iterator
+from typing import Any, Self
 
 import numpy as np
 import torch

@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from typing import Literal
 from collections.abc import Iterator
+from typing import Literal
 
 import numpy as np
 import torch

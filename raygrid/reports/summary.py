@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from rich.table import Table
 

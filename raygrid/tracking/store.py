@@ -22,10 +22,10 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-from collections.abc import Callable, Iterable, Mapping
 
 from raygrid.errors import TrackingError
 
