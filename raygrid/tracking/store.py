@@ -201,7 +201,12 @@ class GridTracker:
         location = None
         if self.target.artifact_root is not None:
             location = (self.target.artifact_root / name).as_uri()
-        return retry(lambda: self.client.create_experiment(name, artifact_location=location), what="creating the experiment")
+        # Opens the MLflow 3 UI on the runs table (params, metrics, artifacts), not its GenAI views.
+        tags = {"mlflow.experimentKind": "custom_model_development"}
+        return retry(
+            lambda: self.client.create_experiment(name, artifact_location=location, tags=tags),
+            what="creating the experiment",
+        )
 
     def start_grid_run(
         self,
