@@ -4,4 +4,7 @@ Importing the package registers the built-in extractors in
 :data:`raygrid.registry.EXTRACTORS`.
 """
 
-from raygrid.extractors import smallcnn  # noqa: F401  (registers "smallcnn")
+from raygrid.extractors import (
+    smallcnn,  # noqa: F401  (registers "smallcnn")
+    torchvision_backbones,  # noqa: F401  (registers "resnet50", "alexnet")
+)

@@ -19,11 +19,8 @@ from torch import nn
 
 from raygrid.config.base import ComponentConfig
 from raygrid.extractors.base import Extractor
-from raygrid.extractors.training import TrainingStep, standard_step, train_extractor
+from raygrid.extractors.training import TrainingMode, robust_eval_attack, train_extractor, training_step
 from raygrid.registry import EXTRACTORS
-
-_TRAINING_STEPS: dict[str, TrainingStep] = {"standard": standard_step}
-"""Training mode name -> step function; adversarial modes are added with their issue."""
 
 
 def _conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -60,23 +57,46 @@ class SmallCNN(Extractor):
         """Config of :class:`SmallCNN`.
 
         Attributes:
-            training: Training mode; ``standard`` is clean cross-entropy training.
+            training: Training mode, see :data:`~raygrid.extractors.training.TRAINING_STEPS`:
+                ``standard`` (clean cross-entropy, the "traditional" extractor),
+                ``adversarial`` (PGD adversarial training, Madry et al. 2018) or
+                ``free_adversarial`` (free adversarial training, Shafahi et al. 2019).
             width: Channels of the first block; features have ``4 * width`` dimensions.
-            epochs: Passes over the training images.
+            epochs: Passes over the training images; free adversarial training
+                makes ``ceil(epochs / replays)`` passes of ``replays`` updates per
+                minibatch, i.e. about the same number of updates.
             batch_size: Images per gradient step.
             lr: Adam learning rate.
             weight_decay: L2 penalty.
             val_fraction: Share of each category held out to measure accuracy.
+            adv_eps: Linf budget ``eps`` in 0-255 pixel units (4 means 4/255, the
+                budget of the VAR study's robust ResNet50s), used by both
+                adversarial modes and by the PGD of ``val_robust_accuracy`` (also
+                measured for ``standard``, so the modes compare).
+            adv_steps: PGD iterations per minibatch in ``adversarial`` training.
+                Kept small for CPU budgets; Madry et al. used 7 on CIFAR-10.
+            adv_step_size: PGD step in 0-255 pixel units in ``adversarial``
+                training; ``None`` uses ``2.5 * adv_eps / adv_steps``.
+            replays: ``m``, replays of each minibatch in ``free_adversarial``
+                training (the VAR study's free model used 4).
+
+        The ``adv_*`` and ``replays`` fields are ignored by the modes that do not
+        use them (all but ``adv_eps`` for ``standard``); they are still part of
+        the config, hence of its hash.
         """
 
         name: Literal["smallcnn"] = "smallcnn"
-        training: Literal["standard"] = "standard"
+        training: TrainingMode = "standard"
         width: int = Field(32, ge=4, le=512)
         epochs: int = Field(8, ge=1)
         batch_size: int = Field(128, ge=1)
         lr: float = Field(1e-3, gt=0)
         weight_decay: float = Field(5e-4, ge=0)
         val_fraction: float = Field(0.2, ge=0, lt=1)
+        adv_eps: float = Field(4.0, gt=0, le=255)  # 0-255 pixel units
+        adv_steps: int = Field(3, ge=1)
+        adv_step_size: float | None = Field(None, gt=0, le=255)  # 0-255 units, default 2.5 * eps / steps
+        replays: int = Field(4, ge=1)
 
     def __init__(self, config: Config, class_names: Sequence[str], seed: int = 0) -> None:
         width = config.width
@@ -119,14 +139,26 @@ class SmallCNN(Extractor):
         Args:
             images: ``uint8`` ``(N, H, W, 3)`` item images.
             labels: ``(N,)`` category of each image, ``-1`` for unknown (ignored).
-            seed: Seed of the validation split, shuffling and augmentation.
+            seed: Seed of the validation split, shuffling, augmentation, the PGD
+                random starts of adversarial training and of the robust accuracy.
             device: Torch device to train on.
-            progress: Per-epoch callback, see :func:`~raygrid.extractors.training.train_extractor`.
+            progress: Per-pass callback, see :func:`~raygrid.extractors.training.train_extractor`.
 
         Returns:
-            ``{"train_accuracy", "val_accuracy", "train_loss"}``.
+            ``{"train_accuracy", "val_accuracy", "train_loss", "val_robust_accuracy"}``;
+            the last is the validation accuracy under untargeted PGD at
+            ``adv_eps`` (10 steps of ``adv_eps / 6``, random start), see
+            :func:`~raygrid.extractors.training.robust_eval_attack`.
         """
         config = self.config
+        step = training_step(
+            config.training,
+            eps=config.adv_eps,
+            steps=config.adv_steps,
+            step_size=config.adv_step_size,
+            replays=config.replays,
+            seed=seed,
+        )
         return train_extractor(
             self,
             images,
@@ -139,5 +171,6 @@ class SmallCNN(Extractor):
             seed=seed,
             device=device,
             progress=progress,
-            step=_TRAINING_STEPS[config.training],
+            step=step,
+            robust_attack=robust_eval_attack(config.adv_eps),
         )

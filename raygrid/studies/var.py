@@ -22,6 +22,7 @@ stage hashes its params and its inputs' keys.
 
 from __future__ import annotations
 
+import inspect
 import io
 import logging
 import time
@@ -64,7 +65,9 @@ class TrainedExtractor:
     def build(self, device: str = "cpu") -> torch.nn.Module:
         """The extractor module in eval mode on ``device``."""
         cls = EXTRACTORS.get(self.config["name"])
-        model = cls(cls.Config.model_validate(self.config), self.class_names)
+        # The weights come from the state dict: a pretrained backbone need not fetch its own first.
+        skip_weights = {"load_weights": False} if "load_weights" in inspect.signature(cls).parameters else {}
+        model = cls(cls.Config.model_validate(self.config), self.class_names, **skip_weights)
         model.load_state_dict(self.state_dict)
         return model.to(device).eval()
 
@@ -168,7 +171,9 @@ def train_extractor_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: S
     model = cls(cfg, dataset.category_names, seed=params["seed"])
     metrics = model.fit(dataset.images, dataset.item_labels, seed=params["seed"], device=ctx.device)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    return TrainedExtractor(cfg.model_dump(mode="json"), tuple(dataset.category_names), state, dict(metrics))
+    # The extractor's own classes: the dataset's categories for a network trained here,
+    # ImageNet's for a pretrained one.
+    return TrainedExtractor(cfg.model_dump(mode="json"), tuple(model.class_names), state, dict(metrics))
 
 
 @stage("features", version=1)
