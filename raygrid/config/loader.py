@@ -201,7 +201,7 @@ def axis_label(value: Any) -> str:
         return "x".join(axis_label(v) for v in value)
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    return re.sub(r"[^A-Za-z0-9.]+", "", str(value))
+    return re.sub(r"[^A-Za-z0-9._]+", "", str(value))
 
 
 def format_validation_error(exc: ValidationError) -> str:

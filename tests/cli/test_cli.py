@@ -27,8 +27,8 @@ def error_lines(result) -> list[str]:
 def test_validate_lists_every_trial():
     result = invoke("validate", str(ROOT / "experiments" / "demo.yaml"))
     assert result.exit_code == 0, result.output
-    assert "demo: 5 trials, all valid" in result.output
-    assert "standard-pgd_eps8-vbpr" in result.output
+    assert "demo: 15 trials, all valid" in result.output
+    assert "standard-pgd_eps8-vbpr" in result.output and "free_adversarial-none-vbpr" in result.output
 
 
 def test_a_config_typo_is_one_line_and_exit_2(tmp_path):

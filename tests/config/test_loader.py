@@ -23,18 +23,16 @@ def grid_doc(**extra):
     return doc
 
 
-def test_demo_grid_expands_to_its_five_named_trials():
+def test_demo_grid_expands_to_extractors_x_attacks_x_recommender():
     grid = load_grid(ROOT / "experiments" / "demo.yaml")
     assert grid.name == "demo"
+    attacks = ["none", "fgsm_eps4", "fgsm_eps8", "pgd_eps4", "pgd_eps8"]
     assert [t.name for t in grid.trials] == [
-        "standard-none-vbpr",
-        "standard-fgsm_eps4-vbpr",
-        "standard-fgsm_eps8-vbpr",
-        "standard-pgd_eps4-vbpr",
-        "standard-pgd_eps8-vbpr",
+        f"{training}-{attack}-vbpr" for training in ("standard", "adversarial", "free_adversarial") for attack in attacks
     ]
-    pgd8 = grid.trial("standard-pgd_eps8-vbpr").config
+    pgd8 = grid.trial("free_adversarial-pgd_eps8-vbpr").config
     assert pgd8.attack.name == "pgd" and pgd8.attack.eps == 8 and pgd8.attack.steps == 10
+    assert pgd8.extractor.training == "free_adversarial" and pgd8.extractor.replays == 4
 
 
 def test_cartesian_product_in_axis_order_with_whole_section_replacement():
