@@ -12,10 +12,13 @@ in pixels.)
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
+
+log = logging.getLogger(__name__)
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 """Per-channel mean of ImageNet images in ``[0, 1]``, torchvision's convention."""
@@ -98,6 +101,32 @@ class Extractor(torch.nn.Module, abc.ABC):
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Features ``(N, feature_dim)`` of ``[0, 1]`` images (the head is skipped)."""
         return self.encode(self.normalize(images))
+
+    def fit(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        *,
+        seed: int = 0,
+        device: str = "cpu",
+        progress: Callable[[int, dict[str, float]], None] | None = None,
+    ) -> dict[str, float]:
+        """Train in place on item images and their categories; returns training metrics.
+
+        The extractor stage calls this for every extractor. The default trains
+        nothing and returns ``{}`` (a pretrained network: no held-out accuracy to
+        report, so no made-up numbers reach MLflow); extractors trained in raygrid
+        override it (see :class:`~raygrid.extractors.smallcnn.SmallCNN`).
+
+        Args:
+            images: ``uint8`` ``(N, H, W, 3)`` item images.
+            labels: ``(N,)`` category of each image, ``-1`` for unknown.
+            seed: Seed of training.
+            device: Torch device to train on.
+            progress: Called after each pass over the data with ``(epoch, metrics)``.
+        """
+        log.info("%s has nothing to train", type(self).__name__)
+        return {}
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """Class logits ``(N, num_classes)`` of ``[0, 1]`` images."""

@@ -49,11 +49,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import numpy as np
 import torch
 from pydantic import model_validator
 from torch import nn
@@ -199,40 +198,6 @@ class TorchvisionExtractor(Extractor):
             )
         return names, state, f"file {str(path)!r}"
 
-    # ----------------------------------------------------------------- training
-
-    def fit(
-        self,
-        images: np.ndarray,
-        labels: np.ndarray,
-        *,
-        seed: int = 0,
-        device: str = "cpu",
-        progress: Callable[[int, dict[str, float]], None] | None = None,
-    ) -> dict[str, float]:
-        """Train with the config's training mode; ``pretrained`` trains nothing.
-
-        Same signature as :meth:`raygrid.extractors.smallcnn.SmallCNN.fit`, so the
-        extractor stage treats every extractor alike.
-
-        Args:
-            images: ``uint8`` ``(N, H, W, 3)`` item images (unused for ``pretrained``).
-            labels: ``(N,)`` category per image (unused for ``pretrained``).
-            seed: Seed of training (unused for ``pretrained``).
-            device: Torch device (unused for ``pretrained``).
-            progress: Per-epoch callback (never called for ``pretrained``).
-
-        Returns:
-            Training metrics: ``{}`` for ``pretrained`` (no training, no held-out
-            accuracy), so no made-up numbers reach MLflow.
-        """
-        log.info(
-            "%s: training %r, weights from %s: nothing to train",
-            type(self).__name__,
-            self.config.training,
-            self.weights_source,
-        )
-        return {}
 
 
 def imagenet_weights_file(weights: Any, *, timeout_s: float = DOWNLOAD_TIMEOUT_S) -> Path:

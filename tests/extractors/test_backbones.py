@@ -13,7 +13,7 @@ import io
 import logging
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Self
@@ -59,14 +59,6 @@ def _assert_same_outputs(a: TorchvisionExtractor, b: TorchvisionExtractor, image
     for got, want in zip(a(images), b(images)):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread: on a busy 2-core machine two threads spin against each other (50x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from typing import get_args
 
 import numpy as np
@@ -14,7 +13,6 @@ from torch import nn
 
 from raygrid.attacks import PGD
 from raygrid.data.dataset import Dataset
-from raygrid.data.synthetic import generate
 from raygrid.errors import UnknownComponentError
 from raygrid.extractors.base import Extractor, images_to_tensor
 from raygrid.extractors.smallcnn import SmallCNN
@@ -36,19 +34,6 @@ METRICS = {"train_accuracy", "val_accuracy", "train_loss", "val_robust_accuracy"
 ROBUST = {"width": 8, "epochs": 8, "batch_size": 32, "adv_eps": 16.0}
 """Tiny data at eps 16/255: the standard model's robust accuracy is ~0, the robust ones' clearly above."""
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny convolutions run fastest, and reproducibly, on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny() -> Dataset:
-    return generate("tiny", 0)
 
 
 @pytest.fixture(scope="module")

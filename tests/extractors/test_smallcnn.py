@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
 from pydantic import ValidationError
 
 from raygrid.data.dataset import Dataset
-from raygrid.data.synthetic import generate
 from raygrid.extractors.base import IMAGENET_MEAN, IMAGENET_STD, images_to_tensor, tensor_to_images
 from raygrid.extractors.extract import extract
 from raygrid.extractors.smallcnn import SmallCNN
@@ -21,18 +18,6 @@ CLASSES = tuple(f"class {k}" for k in range(12))
 FAST = {"width": 16, "epochs": 10, "batch_size": 32}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny convolutions run fastest, and reproducibly, on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny() -> Dataset:
-    return generate("tiny", seed=0)
 
 
 @pytest.fixture(scope="module")
