@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import numpy as np
@@ -410,6 +410,7 @@ def train_extractor(
     progress: Callable[[int, dict[str, float]], None] | None = None,
     step: TrainingStep = standard_step,
     robust_attack: Attack | None = None,
+    extra_robust_eps: Sequence[float] = (),
 ) -> dict[str, float]:
     """Train ``model``'s classifier in place on item images and their categories.
 
@@ -443,6 +444,9 @@ def train_extractor(
         step: The training mode, see :data:`TrainingStep` and :func:`training_step`.
         robust_attack: Untargeted attack of ``val_robust_accuracy``; ``None``
             uses :func:`robust_eval_attack` at eps 4 (0-255 units).
+        extra_robust_eps: Further budgets (0-255 units) at which to report
+            ``val_robust_accuracy_eps<E>`` with :func:`robust_eval_attack`, e.g.
+            ``(8,)`` for the VAR study's strongest attacks.
 
     Returns:
         ``{"train_accuracy", "val_accuracy", "train_loss", "val_robust_accuracy"}``:
@@ -517,9 +521,15 @@ def train_extractor(
         robust_attack = robust_eval_attack()
     val_robust_accuracy = robust_accuracy(model, images, labels, val_idx, robust_attack, batch_size, device, seed)
     logger.info("val accuracy under %r: %.3f", robust_attack, val_robust_accuracy)
-    return {
+    metrics = {
         "train_accuracy": accuracy(model, images, labels, train_idx, batch_size, device),
         "val_accuracy": val_accuracy if passes else accuracy(model, images, labels, val_idx, batch_size, device),
         "train_loss": train_loss,
         "val_robust_accuracy": val_robust_accuracy,
     }
+    for eps in extra_robust_eps:
+        attack = robust_eval_attack(eps)
+        metrics[f"val_robust_accuracy_eps{eps:g}"] = robust_accuracy(
+            model, images, labels, val_idx, attack, batch_size, device, seed
+        )
+    return metrics

@@ -30,7 +30,7 @@ from raygrid.extractors.training import (
 )
 
 MODES: tuple[str, ...] = get_args(TrainingMode)
-METRICS = {"train_accuracy", "val_accuracy", "train_loss", "val_robust_accuracy"}
+METRICS = {"train_accuracy", "val_accuracy", "train_loss", "val_robust_accuracy", "val_robust_accuracy_eps8"}
 ROBUST = {"width": 8, "epochs": 8, "batch_size": 32, "adv_eps": 16.0}
 """Tiny data at eps 16/255: the standard model's robust accuracy is ~0, the robust ones' clearly above."""
 
