@@ -162,7 +162,7 @@ def load_dataset(params: dict[str, Any], inputs: dict[str, Any], ctx: StageConte
     return source_cls(source_cls.Config.model_validate(params["data"])).load()
 
 
-@stage("extractor", version=1)
+@stage("extractor", version=2)
 def train_extractor_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: StageContext) -> TrainedExtractor:
     """Train the extractor on the dataset's item categories (its config picks the training mode)."""
     dataset: Dataset = inputs["dataset"]
