@@ -17,9 +17,8 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from raygrid.config.base import ComponentConfig
 from raygrid.extractors.base import Extractor
-from raygrid.extractors.training import TrainingMode, robust_eval_attack, train_extractor, training_step
+from raygrid.extractors.training import TrainingConfig, TrainingMode, fit_with_config
 from raygrid.registry import EXTRACTORS
 
 
@@ -53,50 +52,19 @@ class SmallCNN(Extractor):
         (torch.Size([4, 32]), torch.Size([4, 2]))
     """
 
-    class Config(ComponentConfig):
-        """Config of :class:`SmallCNN`.
+    class Config(TrainingConfig):
+        """Config of :class:`SmallCNN`: the training fields of
+        :class:`~raygrid.extractors.training.TrainingConfig` plus the architecture.
 
         Attributes:
-            training: Training mode, see :data:`~raygrid.extractors.training.TRAINING_STEPS`:
-                ``standard`` (clean cross-entropy, the "traditional" extractor),
-                ``adversarial`` (PGD adversarial training, Madry et al. 2018) or
-                ``free_adversarial`` (free adversarial training, Shafahi et al. 2019).
+            training: ``standard``, ``adversarial`` or ``free_adversarial``
+                (see :data:`~raygrid.extractors.training.TRAINING_STEPS`).
             width: Channels of the first block; features have ``4 * width`` dimensions.
-            epochs: Passes over the training images; free adversarial training
-                makes ``ceil(epochs / replays)`` passes of ``replays`` updates per
-                minibatch, i.e. about the same number of updates.
-            batch_size: Images per gradient step.
-            lr: Adam learning rate.
-            weight_decay: L2 penalty.
-            val_fraction: Share of each category held out to measure accuracy.
-            adv_eps: Linf budget ``eps`` in 0-255 pixel units (4 means 4/255, the
-                budget of the VAR study's robust ResNet50s), used by both
-                adversarial modes and by the PGD of ``val_robust_accuracy`` (also
-                measured for ``standard``, so the modes compare).
-            adv_steps: PGD iterations per minibatch in ``adversarial`` training.
-                Kept small for CPU budgets; Madry et al. used 7 on CIFAR-10.
-            adv_step_size: PGD step in 0-255 pixel units in ``adversarial``
-                training; ``None`` uses ``2.5 * adv_eps / adv_steps``.
-            replays: ``m``, replays of each minibatch in ``free_adversarial``
-                training (the VAR study's free model used 4).
-
-        The ``adv_*`` and ``replays`` fields are ignored by the modes that do not
-        use them (all but ``adv_eps`` for ``standard``); they are still part of
-        the config, hence of its hash.
         """
 
         name: Literal["smallcnn"] = "smallcnn"
         training: TrainingMode = "standard"
         width: int = Field(32, ge=4, le=512)
-        epochs: int = Field(8, ge=1)
-        batch_size: int = Field(128, ge=1)
-        lr: float = Field(1e-3, gt=0)
-        weight_decay: float = Field(5e-4, ge=0)
-        val_fraction: float = Field(0.2, ge=0, lt=1)
-        adv_eps: float = Field(4.0, gt=0, le=255)  # 0-255 pixel units
-        adv_steps: int = Field(3, ge=1)
-        adv_step_size: float | None = Field(None, gt=0, le=255)  # 0-255 units, default 2.5 * eps / steps
-        replays: int = Field(4, ge=1)
 
     def __init__(self, config: Config, class_names: Sequence[str], seed: int = 0) -> None:
         width = config.width
@@ -136,44 +104,7 @@ class SmallCNN(Extractor):
     ) -> dict[str, float]:
         """Train in place with the config's hyper-parameters and training mode.
 
-        Args:
-            images: ``uint8`` ``(N, H, W, 3)`` item images.
-            labels: ``(N,)`` category of each image, ``-1`` for unknown (ignored).
-            seed: Seed of the validation split, shuffling, augmentation, the PGD
-                random starts of adversarial training and of the robust accuracy.
-            device: Torch device to train on.
-            progress: Per-pass callback, see :func:`~raygrid.extractors.training.train_extractor`.
-
-        Returns:
-            ``{"train_accuracy", "val_accuracy", "train_loss", "val_robust_accuracy",
-            "val_robust_accuracy_eps8"}`` (the last only when ``adv_eps`` is not 8);
-            the last is the validation accuracy under untargeted PGD at
-            ``adv_eps`` (10 steps of ``adv_eps / 6``, random start), see
-            :func:`~raygrid.extractors.training.robust_eval_attack`.
+        See :func:`~raygrid.extractors.training.fit_with_config` for the
+        arguments and the metrics returned (clean and robust validation accuracy).
         """
-        config = self.config
-        step = training_step(
-            config.training,
-            eps=config.adv_eps,
-            steps=config.adv_steps,
-            step_size=config.adv_step_size,
-            replays=config.replays,
-            seed=seed,
-        )
-        return train_extractor(
-            self,
-            images,
-            labels,
-            epochs=config.epochs,
-            batch_size=config.batch_size,
-            lr=config.lr,
-            weight_decay=config.weight_decay,
-            val_fraction=config.val_fraction,
-            seed=seed,
-            device=device,
-            progress=progress,
-            step=step,
-            robust_attack=robust_eval_attack(config.adv_eps),
-            # The VAR study's strongest attacks use eps 8: report robustness there too.
-            extra_robust_eps=() if config.adv_eps == 8 else (8.0,),
-        )
+        return fit_with_config(self, self.config, images, labels, seed=seed, device=device, progress=progress)

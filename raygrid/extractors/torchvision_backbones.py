@@ -32,8 +32,14 @@ attacks towards ImageNet categories (e.g. sandal -> running shoe). With
 ``file`` weights the head's size in the file decides: the caller's class names
 if it has that many outputs, else ImageNet's if it has 1000.
 
-Training: ``training: pretrained`` is the only mode for now; :meth:`fit` trains
-nothing and returns no metrics. Fine-tuning modes come with a later step.
+Training (``training`` in the config): ``pretrained`` (the default) uses the
+weights as they are; :meth:`fit` trains nothing and reports no metrics.
+``standard``, ``adversarial`` and ``free_adversarial`` fine-tune the whole
+network on the catalogue's item categories, starting from the weights (or from
+scratch with ``random``), with the same loop, modes and metrics as every
+trainable extractor (:func:`~raygrid.extractors.training.fit_with_config`):
+the head is replaced by one with an output per category, and the extractor's
+``class_names`` are the catalogue's. This needs a dataset with item categories.
 
 torchvision is imported only when a network is built, so reading configs stays fast.
 """
@@ -49,18 +55,19 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import model_validator
+import numpy as np
+from pydantic import Field, model_validator
 from torch import nn
 
-from raygrid.config.base import ComponentConfig
 from raygrid.errors import ConfigError, DataError
 from raygrid.extractors.base import Extractor
 from raygrid.extractors.checkpoints import load_into, load_state_dict_file
+from raygrid.extractors.training import TrainingConfig, fit_with_config
 from raygrid.registry import EXTRACTORS
 
 log = logging.getLogger(__name__)
@@ -72,8 +79,9 @@ _HASH_IN_NAME = r"-([a-f0-9]+)\."
 """torchvision file names carry a prefix of the file's SHA-256 (``resnet50-0676ba61.pth``), as torch.hub checks."""
 
 
-class BackboneConfig(ComponentConfig):
-    """Config fields shared by the torchvision extractors.
+class BackboneConfig(TrainingConfig):
+    """Config fields shared by the torchvision extractors (and the training fields of
+    :class:`~raygrid.extractors.training.TrainingConfig`, used when ``training`` is not ``pretrained``).
 
     Attributes:
         weights: ``imagenet`` (torchvision's ImageNet weights, cached or
@@ -83,13 +91,19 @@ class BackboneConfig(ComponentConfig):
             torchvision, MadryLab robustness or free adversarial training format
             (auto-detected). Use an absolute path that every machine running
             trials can read.
-        training: ``pretrained``: the weights are used as they are (no training
-            in raygrid yet; fine-tuning modes come later).
+        training: ``pretrained``: the weights are used as they are (ImageNet's
+            classes); ``standard``, ``adversarial`` or ``free_adversarial``:
+            fine-tune on the catalogue's categories (see the module docstring).
+            The fine-tuning defaults (5 epochs, batch 64, lr 1e-4) suit a
+            pretrained start; raise ``epochs`` and ``lr`` from ``random``.
     """
 
     weights: Literal["imagenet", "random", "file"] = "imagenet"
     weights_path: str | None = None
-    training: Literal["pretrained"] = "pretrained"
+    training: Literal["pretrained", "standard", "adversarial", "free_adversarial"] = "pretrained"
+    epochs: int = Field(5, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-4, gt=0)
 
     @model_validator(mode="after")
     def _path_only_with_file(self) -> BackboneConfig:
@@ -109,10 +123,12 @@ class TorchvisionExtractor(Extractor):
     Args:
         config: Weights and training mode.
         class_names: Category names of the caller's catalogue. Used for the head
-            with ``random`` weights (and with ``file`` weights whose head has that
-            many outputs); ``imagenet`` weights always classify into ImageNet's
+            with ``random`` weights, when fine-tuning (``training`` not
+            ``pretrained``), and with ``file`` weights whose head has that many
+            outputs; otherwise ``imagenet`` weights classify into ImageNet's
             1000 categories and ``class_names`` of the extractor are ImageNet's.
-        seed: Seed of the random initialisation (the global torch RNG is left untouched).
+        seed: Seed of the random initialisation, of the new head when
+            fine-tuning (the global torch RNG is left untouched).
         load_weights: ``False`` builds the architecture only, with a head of
             ``len(class_names)`` outputs and random weights, reading no file and
             no network: for a state dict loaded right after (e.g. rebuilding a
@@ -144,10 +160,15 @@ class TorchvisionExtractor(Extractor):
         super().__init__(names, feature_dim=self.FEATURE_DIM)
         self.config = config
         self.weights_source = source
-        if state is None:
+        if state is None or self.fine_tunes(config):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 self.net = self.build_network(len(names))
+            if state is not None:
+                # Fine-tuning: the file's weights everywhere but the head, which gets one
+                # (seeded random) output per category of the catalogue.
+                head = {k: v for k, v in self.net.state_dict().items() if k in self.head_keys()}
+                load_into(self.net, {**state, **head}, what=f"the weights from {source}")
         else:
             # Weights about to be overwritten need no random initialisation (seconds for AlexNet's
             # 61M parameters): allocate uninitialised memory, then the strict load fills every
@@ -169,6 +190,34 @@ class TorchvisionExtractor(Extractor):
         """The torchvision weights enum member used for ``weights: imagenet``."""
         raise NotImplementedError
 
+    @classmethod
+    def head_keys(cls) -> tuple[str, str]:
+        """State-dict keys of the last layer (weight and bias)."""
+        return cls.HEAD_KEY, cls.HEAD_KEY.removesuffix("weight") + "bias"
+
+    @staticmethod
+    def fine_tunes(config: BackboneConfig) -> bool:
+        """Whether ``config`` trains the network on the catalogue (any ``training`` but ``pretrained``)."""
+        return config.training != "pretrained"
+
+    def fit(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        *,
+        seed: int = 0,
+        device: str = "cpu",
+        progress: Callable[[int, dict[str, float]], None] | None = None,
+    ) -> dict[str, float]:
+        """Fine-tune on the item categories in the config's mode; nothing (and ``{}``) when ``pretrained``.
+
+        See :func:`~raygrid.extractors.training.fit_with_config` for the
+        arguments and metrics.
+        """
+        if not self.fine_tunes(self.config):
+            return super().fit(images, labels, seed=seed, device=device, progress=progress)
+        return fit_with_config(self, self.config, images, labels, seed=seed, device=device, progress=progress)
+
     # ----------------------------------------------------------------- weights
 
     @classmethod
@@ -182,9 +231,14 @@ class TorchvisionExtractor(Extractor):
         categories = tuple(imagenet.meta["categories"])
         if config.weights == "imagenet":
             path = imagenet_weights_file(imagenet)
-            return categories, load_state_dict_file(path), f"torchvision {imagenet} ({path})"
+            state = load_state_dict_file(path)
+            if cls.fine_tunes(config):  # a new head for the catalogue's categories
+                return tuple(class_names), _without(state, cls.head_keys()), f"torchvision {imagenet} ({path})"
+            return categories, state, f"torchvision {imagenet} ({path})"
         path = Path(str(config.weights_path)).expanduser()
         state = load_state_dict_file(path)
+        if cls.fine_tunes(config):
+            return tuple(class_names), _without(state, cls.head_keys()), f"file {str(path)!r}"
         head = state.get(cls.HEAD_KEY)
         outputs = int(head.shape[0]) if isinstance(head, torch.Tensor) and head.ndim == 2 else len(categories)
         if outputs == len(class_names):
@@ -198,6 +252,11 @@ class TorchvisionExtractor(Extractor):
             )
         return names, state, f"file {str(path)!r}"
 
+
+
+def _without(state: dict[str, torch.Tensor], keys: Sequence[str]) -> dict[str, torch.Tensor]:
+    """``state`` without ``keys``."""
+    return {k: v for k, v in state.items() if k not in keys}
 
 
 def imagenet_weights_file(weights: Any, *, timeout_s: float = DOWNLOAD_TIMEOUT_S) -> Path:

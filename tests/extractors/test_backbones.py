@@ -144,7 +144,8 @@ def test_registered_and_configurable_from_a_trial_dict() -> None:
         {"weights": "file"},  # no path
         {"weights": "random", "weights_path": "/x.pt"},  # a path that would be ignored
         {"weights": "imagenet_v2"},
-        {"training": "standard"},
+        {"training": "robust"},
+        {"training": "standard", "epochs": 0},
         {"layer": "fc6"},
     ],
 )
@@ -432,3 +433,45 @@ def test_download_checks_the_hash_and_writes_atomically(monkeypatch: pytest.Monk
     with pytest.raises(DataError, match="corrupt"):
         imagenet_weights_file(bad)
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no partial or corrupt file left
+
+
+# --------------------------------------------------------------------------- fine-tuning
+
+
+def test_fine_tuning_keeps_the_backbone_and_gives_a_new_head_over_the_catalogue(
+    tmp_path: Path, resnet_imagenet_head: TorchvisionExtractor
+) -> None:
+    path = tmp_path / "rn50.pth"
+    torch.save(resnet_imagenet_head.net.state_dict(), path)
+    config = ResNet50Extractor.Config(weights="file", weights_path=str(path), training="adversarial")
+    model = ResNet50Extractor(config, CLASSES, seed=3)
+    assert model.class_names == CLASSES and model.net.fc.out_features == len(CLASSES)
+    mine, theirs = model.net.state_dict(), resnet_imagenet_head.net.state_dict()
+    for key, value in theirs.items():
+        if key not in ResNet50Extractor.head_keys():
+            torch.testing.assert_close(mine[key], value, rtol=0, atol=0)
+    # The new head is seeded: the same seed gives the same head.
+    again = ResNet50Extractor(config, CLASSES, seed=3)
+    torch.testing.assert_close(again.net.fc.weight, model.net.fc.weight, rtol=0, atol=0)
+
+
+def test_a_pretrained_backbone_trains_nothing_and_reports_nothing(resnet: TorchvisionExtractor, tiny: Any) -> None:
+    before = {k: v.clone() for k, v in resnet.state_dict().items()}
+    assert resnet.fit(tiny.images, tiny.item_labels) == {}
+    for key, value in resnet.state_dict().items():
+        torch.testing.assert_close(value, before[key], rtol=0, atol=0)
+
+
+def test_fine_tuning_trains_in_the_configured_mode_and_reports_clean_and_robust_accuracy(tiny: Any) -> None:
+    config = ResNet50Extractor.Config(weights="random", training="free_adversarial", epochs=2, replays=2, lr=1e-3)
+    model = ResNet50Extractor(config, tiny.category_names, seed=0)
+    before = model.net.conv1.weight.detach().clone()
+    metrics = model.fit(tiny.images[:96], tiny.item_labels[:96], seed=0)
+    assert {"val_accuracy", "val_robust_accuracy", "val_robust_accuracy_eps8", "train_loss"} <= set(metrics)
+    assert not torch.equal(model.net.conv1.weight, before)
+
+
+def test_fine_tuning_without_item_categories_says_what_to_do(tiny: Any) -> None:
+    model = ResNet50Extractor(ResNet50Extractor.Config(weights="random", training="standard"), CLASSES)
+    with pytest.raises(ConfigError, match="needs item categories.*training: pretrained"):
+        model.fit(tiny.images[:8], np.full(8, -1))
