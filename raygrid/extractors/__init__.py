@@ -5,6 +5,7 @@ Importing the package registers the built-in extractors in
 """
 
 from raygrid.extractors import (
+    cnnf,  # noqa: F401  (registers "cnnf")
     smallcnn,  # noqa: F401  (registers "smallcnn")
     torchvision_backbones,  # noqa: F401  (registers "resnet50", "alexnet")
 )

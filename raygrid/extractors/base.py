@@ -113,10 +113,15 @@ class Extractor(torch.nn.Module, abc.ABC):
     ) -> dict[str, float]:
         """Train in place on item images and their categories; returns training metrics.
 
-        The extractor stage calls this for every extractor. The default trains
-        nothing and returns ``{}`` (a pretrained network: no held-out accuracy to
-        report, so no made-up numbers reach MLflow); extractors trained in raygrid
-        override it (see :class:`~raygrid.extractors.smallcnn.SmallCNN`).
+        The extractor stage calls this for every extractor. An extractor whose
+        ``config`` is a :class:`~raygrid.extractors.training.TrainingConfig`
+        trains in its config's mode (``standard``, ``adversarial`` or
+        ``free_adversarial``, see
+        :func:`~raygrid.extractors.training.fit_with_config`) and returns the
+        clean and robust held-out accuracies. Otherwise (no config, or
+        ``training: pretrained``) it trains nothing and returns ``{}``: a
+        pretrained network has no held-out accuracy to report, so no made-up
+        numbers reach MLflow.
 
         Args:
             images: ``uint8`` ``(N, H, W, 3)`` item images.
@@ -125,6 +130,11 @@ class Extractor(torch.nn.Module, abc.ABC):
             device: Torch device to train on.
             progress: Called after each pass over the data with ``(epoch, metrics)``.
         """
+        from raygrid.extractors.training import TrainingConfig, fit_with_config  # training imports this module
+
+        config = getattr(self, "config", None)
+        if isinstance(config, TrainingConfig) and config.training != "pretrained":
+            return fit_with_config(self, config, images, labels, seed=seed, device=device, progress=progress)
         log.info("%s has nothing to train", type(self).__name__)
         return {}
 

@@ -9,16 +9,15 @@ classifier (what a targeted attack fools).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
-import numpy as np
 import torch
 from pydantic import Field
 from torch import nn
 
 from raygrid.extractors.base import Extractor
-from raygrid.extractors.training import TrainingConfig, TrainingMode, fit_with_config
+from raygrid.extractors.training import TrainingConfig, TrainingMode
 from raygrid.registry import EXTRACTORS
 
 
@@ -92,19 +91,3 @@ class SmallCNN(Extractor):
     def classify(self, features: torch.Tensor) -> torch.Tensor:
         """Logits ``(N, num_classes)``."""
         return self.head(features)
-
-    def fit(
-        self,
-        images: np.ndarray,
-        labels: np.ndarray,
-        *,
-        seed: int = 0,
-        device: str = "cpu",
-        progress: Callable[[int, dict[str, float]], None] | None = None,
-    ) -> dict[str, float]:
-        """Train in place with the config's hyper-parameters and training mode.
-
-        See :func:`~raygrid.extractors.training.fit_with_config` for the
-        arguments and the metrics returned (clean and robust validation accuracy).
-        """
-        return fit_with_config(self, self.config, images, labels, seed=seed, device=device, progress=progress)

@@ -55,19 +55,18 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
-import numpy as np
 from pydantic import Field, model_validator
 from torch import nn
 
 from raygrid.errors import ConfigError, DataError
 from raygrid.extractors.base import Extractor
 from raygrid.extractors.checkpoints import load_into, load_state_dict_file
-from raygrid.extractors.training import TrainingConfig, fit_with_config
+from raygrid.extractors.training import TrainingConfig
 from raygrid.registry import EXTRACTORS
 
 log = logging.getLogger(__name__)
@@ -199,24 +198,6 @@ class TorchvisionExtractor(Extractor):
     def fine_tunes(config: BackboneConfig) -> bool:
         """Whether ``config`` trains the network on the catalogue (any ``training`` but ``pretrained``)."""
         return config.training != "pretrained"
-
-    def fit(
-        self,
-        images: np.ndarray,
-        labels: np.ndarray,
-        *,
-        seed: int = 0,
-        device: str = "cpu",
-        progress: Callable[[int, dict[str, float]], None] | None = None,
-    ) -> dict[str, float]:
-        """Fine-tune on the item categories in the config's mode; nothing (and ``{}``) when ``pretrained``.
-
-        See :func:`~raygrid.extractors.training.fit_with_config` for the
-        arguments and metrics.
-        """
-        if not self.fine_tunes(self.config):
-            return super().fit(images, labels, seed=seed, device=device, progress=progress)
-        return fit_with_config(self, self.config, images, labels, seed=seed, device=device, progress=progress)
 
     # ----------------------------------------------------------------- weights
 

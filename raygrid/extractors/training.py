@@ -32,7 +32,6 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from pydantic import Field
 
 from raygrid.attacks.base import Attack, OutputSelector
