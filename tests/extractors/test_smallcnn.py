@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,7 @@ from pydantic import ValidationError
 
 from raygrid.data.dataset import Dataset
 from raygrid.extractors.base import IMAGENET_MEAN, IMAGENET_STD, images_to_tensor, tensor_to_images
-from raygrid.extractors.extract import extract
+from raygrid.extractors.extract import default_batch_size, extract
 from raygrid.extractors.smallcnn import SmallCNN
 from raygrid.extractors.training import split_train_val, train_extractor
 from raygrid.registry import EXTRACTORS
@@ -132,6 +134,35 @@ def test_extract_shapes_batches_and_untouched_input(tiny: Dataset) -> None:
     with torch.no_grad():
         direct = model.eval().features(images_to_tensor(images)).numpy()
     np.testing.assert_allclose(direct, features, rtol=1e-4, atol=1e-5)
+
+
+def test_extract_reads_a_memory_mapped_store_in_batches_of_any_size(tiny: Dataset, tmp_path: Any) -> None:
+    model = _model(width=8)
+    path = tmp_path / "images.u8"
+    store = np.memmap(path, dtype=np.uint8, mode="w+", shape=tiny.images[:30].shape)
+    store[:] = tiny.images[:30]
+    store.flush()
+    mapped = np.memmap(path, dtype=np.uint8, mode="r", shape=tiny.images[:30].shape)
+    features, classes = extract(model, mapped, batch_size=8)  # 4 batches, the last one short
+    in_memory, same_classes = extract(model, tiny.images[:30])
+    np.testing.assert_allclose(features, in_memory, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(classes, same_classes)
+    empty_features, empty_classes = extract(model, tiny.images[:0])
+    assert empty_features.shape == (0, 32) and empty_classes.shape == (0,)
+
+
+def test_default_batches_hold_about_four_million_pixels() -> None:
+    assert default_batch_size(224, 224) == 83
+    assert default_batch_size(64, 64) == 256  # capped
+    assert default_batch_size(2048, 2048) == 8  # floored
+
+
+def test_mixed_precision_features_stay_float32_and_close(tiny: Dataset) -> None:
+    model = _model(width=8)
+    exact, _ = extract(model, tiny.images[:16], mixed_precision=False)
+    mixed, _ = extract(model, tiny.images[:16], mixed_precision=True)  # bfloat16 autocast on the CPU
+    assert mixed.dtype == np.float32
+    np.testing.assert_allclose(mixed, exact, rtol=0.1, atol=0.05)
 
 
 def test_split_is_stratified_and_ignores_unlabelled() -> None:
