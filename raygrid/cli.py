@@ -23,6 +23,15 @@ T = TypeVar("T")
 
 SetOption = typer.Option(None, "--set", "-s", help="Override a setting: section.key=value (repeatable).")
 TrackingOption = typer.Option("mlruns", "--tracking", "-t", help="MLflow store: folder, sqlite:/// URI or http:// server.")
+DataRootOption = typer.Option(
+    None, "--data-root", help="Folder of the real datasets: the value of ${RAYGRID_DATA_ROOT} in grid files "
+    "(default: the RAYGRID_DATA_ROOT environment variable)."
+)
+
+
+def _variables(data_root: Optional[Path]) -> dict[str, str]:
+    """Grid-file variables set on the command line (``--data-root`` -> ``RAYGRID_DATA_ROOT``, made absolute)."""
+    return {} if data_root is None else {"RAYGRID_DATA_ROOT": str(data_root.expanduser().resolve())}
 
 
 def _guard(fn: Callable[[], T]) -> T:
@@ -43,11 +52,15 @@ def _logging(verbose: bool) -> None:
 
 
 @app.command()
-def validate(file: Path = typer.Argument(..., help="Grid file (YAML)."), set_: Optional[list[str]] = SetOption) -> None:
+def validate(
+    file: Path = typer.Argument(..., help="Grid file (YAML)."),
+    set_: Optional[list[str]] = SetOption,
+    data_root: Optional[Path] = DataRootOption,
+) -> None:
     """Expand and validate every grid point; print the count and the trial names."""
     from raygrid.config.loader import load_grid
 
-    grid = _guard(lambda: load_grid(file, set_ or ()))
+    grid = _guard(lambda: load_grid(file, set_ or (), _variables(data_root)))
     console.print(f"[bold]{grid.name}[/bold]: {len(grid.trials)} trials, all valid")
     for trial in grid.trials:
         console.print(f"  {trial.name}")
@@ -59,13 +72,14 @@ def run(
     set_: Optional[list[str]] = SetOption,
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (default: start a local Ray)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log stage progress."),
+    data_root: Optional[Path] = DataRootOption,
 ) -> None:
     """Run every trial of a grid on Ray Tune and record it in MLflow."""
     from raygrid.config.loader import load_grid
     from raygrid.grid.runner import run_grid
 
     _logging(verbose)
-    grid = _guard(lambda: load_grid(file, set_ or ()))
+    grid = _guard(lambda: load_grid(file, set_ or (), _variables(data_root)))
     console.print(f"[bold]{grid.name}[/bold]: {len(grid.trials)} trials")
     with _progress(len(grid.trials)) as report:
         outcome = _guard(lambda: run_grid(grid, address=address, progress=report))
@@ -83,11 +97,89 @@ def resume(
     from raygrid.grid.runner import resume_grid
 
     _logging(verbose)
+    _guard(lambda: _restore_variables(name, tracking))
     with _progress(None) as report:
         outcome = _guard(lambda: resume_grid(name, tracking=tracking, address=address, progress=report))
     if outcome.skipped:
         console.print(f"{len(outcome.skipped)} trials had finished and were skipped")
     _print_outcome(outcome)
+
+
+def _restore_variables(name: str, tracking: str) -> None:
+    """Put the ``${NAME}`` values the grid's session started with (e.g. its data root) in the environment.
+
+    The stored grid carries them, but resume also re-reads the grid file to check
+    that it did not change, and that file refers to them by name.
+    """
+    import yaml
+
+    from raygrid.config.loader import VARIABLES_KEY
+    from raygrid.grid.runner import latest_session
+
+    tracker, _, parent = latest_session(name, tracking)
+    document = yaml.safe_load(tracker.grid_yaml(parent.info.run_id)) or {}
+    for key, value in (document.get(VARIABLES_KEY) or {}).items():
+        os.environ[str(key)] = str(value)
+
+
+@app.command()
+def data(
+    file: Path = typer.Argument(..., help="Grid file, or dataset file such as experiments/datasets/var_amazon_men.yaml."),
+    set_: Optional[list[str]] = SetOption,
+    data_root: Optional[Path] = DataRootOption,
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log preprocessing and image decoding."),
+    log_to: Optional[str] = typer.Option(
+        None, "--log", help="Also log the statistics to this MLflow store (experiment 'datasets', one run per dataset)."
+    ),
+) -> None:
+    """Load the datasets a grid uses (decoding their images into the image store once) and print their statistics."""
+    from rich.table import Table
+
+    from raygrid.data.stats import TABLE1_COLUMNS, category_rows, dataset_stats, table1_rows
+    from raygrid.data.summary import dataset_configs, describe, load_dataset
+
+    _logging(verbose)
+    configs = _guard(lambda: dataset_configs(file, set_ or (), _variables(data_root)))
+    named = []
+    for config in configs:
+        with err_console.status(f"loading {describe(config)} ..."):
+            dataset = _guard(lambda config=config: load_dataset(config))
+        named.append((dataset.name, dataset_stats(dataset)))
+    table = Table(*TABLE1_COLUMNS, title="Dataset statistics (VAR paper, Table 1)")
+    for row in table1_rows(named):
+        table.add_row(*row)
+    console.print(table)
+    for name, stats in named:
+        steps = {k: int(stats[k]) for k in ("raw_interactions", "duplicates_removed", "dropped_images", "cold_items") if k in stats}
+        if steps:
+            console.print(f"{name}: " + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in steps.items()))
+        rows = category_rows(stats)
+        if rows:
+            categories = Table("category", "items", "interactions", title=f"{name}: categories")
+            for category, items, interactions in rows:
+                categories.add_row(category, f"{items:,}", f"{interactions:,}")
+            console.print(categories)
+    if log_to is not None:
+        _guard(lambda: _log_dataset_stats(log_to, configs, named))
+        console.print(f"statistics logged to the MLflow experiment 'datasets' in {log_to}")
+
+
+def _log_dataset_stats(tracking: str, configs: Sequence[object], named: Sequence[tuple[str, dict[str, float]]]) -> None:
+    """One MLflow run per dataset in experiment ``datasets``: its config as params, its statistics as metrics."""
+    from mlflow.entities import Param
+
+    from raygrid.tracking.store import GridTracker, check_tracking, flatten, resolve_tracking
+
+    target = resolve_tracking(tracking)
+    check_tracking(target)
+    tracker = GridTracker(target)
+    experiment_id = tracker.experiment_id("datasets")
+    for config, (name, stats) in zip(configs, named):
+        run_id = tracker.client.create_run(experiment_id, run_name=name, tags={"raygrid.kind": "dataset"}).info.run_id
+        params = flatten(config.model_dump(mode="json"))  # type: ignore[attr-defined]
+        tracker.client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
+        tracker.log_trial(run_id, stats, {})
+        tracker.set_status(run_id, "FINISHED")
 
 
 @app.command()

@@ -3,14 +3,23 @@
 Precedence: component defaults < the YAML file < ``--set`` overrides from the CLI.
 Every grid point is validated here, before Ray starts, and a mistake becomes a
 :class:`~raygrid.errors.ConfigError` naming the file, the trial and the key path.
+
+String values may refer to variables as ``${NAME}`` (e.g.
+``path: ${RAYGRID_DATA_ROOT}/amazon_men``), so a grid file names no machine's
+folders. A variable's value comes from, first to last: the ``variables``
+argument (the CLI's ``--data-root`` sets ``RAYGRID_DATA_ROOT``), the file's own
+``variables:`` section, the environment. The values used are written back into
+the document's ``variables`` section, which is stored with the grid's session,
+so ``raygrid resume`` re-applies exactly the values the grid started with.
 """
 
 from __future__ import annotations
 
 import copy
 import itertools
+import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,12 +95,13 @@ class GridSpec:
         raise KeyError(name)
 
 
-def load_grid(path: str | Path, overrides: Sequence[str] = ()) -> GridSpec:
+def load_grid(path: str | Path, overrides: Sequence[str] = (), variables: Mapping[str, str] | None = None) -> GridSpec:
     """Read, resolve and validate the grid file at ``path``.
 
     Args:
         path: A YAML grid file.
         overrides: ``dotted.path=value`` strings applied over the file (values parsed as YAML).
+        variables: Values of ``${NAME}`` references, over the file's and the environment's.
 
     Raises:
         ConfigError: The file is missing, not YAML, or any grid point is invalid.
@@ -112,7 +122,7 @@ def load_grid(path: str | Path, overrides: Sequence[str] = ()) -> GridSpec:
     if not isinstance(document, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of settings, not a {type(document).__name__}")
     document.setdefault("name", _name_from_stem(path.stem))
-    return build_grid(document, overrides=overrides, source=str(path), path=path)
+    return build_grid(document, overrides=overrides, source=str(path), path=path, variables=variables)
 
 
 def build_grid(
@@ -121,14 +131,16 @@ def build_grid(
     overrides: Sequence[str] = (),
     source: str = "<grid>",
     path: Path | None = None,
+    variables: Mapping[str, str] | None = None,
 ) -> GridSpec:
     """Validate a grid given as a dict (the YAML document); see :func:`load_grid`."""
     document = copy.deepcopy(document)
     for item in overrides:
         key, value = parse_override(item)
         _set_path(document, key, value, source)
-    run_part = {k: v for k, v in document.items() if k in RUN_KEYS}
-    trial_part = {k: v for k, v in document.items() if k not in RUN_KEYS}
+    resolved = resolve_variables(document, variables, source)
+    run_part = {k: v for k, v in resolved.items() if k in RUN_KEYS}
+    trial_part = {k: v for k, v in resolved.items() if k not in RUN_KEYS and k != VARIABLES_KEY}
     try:
         settings = GridRunSettings.model_validate(run_part)
     except ValidationError as exc:
@@ -155,12 +167,20 @@ def build_grid(
 
     trials: list[TrialSpec] = []
     seen: dict[str, dict[str, Any]] = {}
-    for combo in itertools.product(*(values for _, values in axes)) if axes else [()]:
+    # Trial names come from the axis values as written (``${NAME}`` unresolved), so a
+    # grid point keeps its name (its grid key) wherever the data root lies.
+    written = document.get("grid") if isinstance(document.get("grid"), dict) else {}
+    for positions in itertools.product(*(range(len(values)) for _, values in axes)) if axes else [()]:
+        combo = tuple(values[p] for (_, values), p in zip(axes, positions))
+        labels = tuple(
+            written[axis][p] if isinstance(written.get(axis), list) and len(written[axis]) == len(values) else combo[n]
+            for n, ((axis, values), p) in enumerate(zip(axes, positions))
+        )
         point = copy.deepcopy(trial_part)
         assignment = {axis: value for (axis, _), value in zip(axes, combo)}
         for axis, value in assignment.items():
             _set_path(point, axis, copy.deepcopy(value), source)
-        name = "-".join(axis_label(v) for v in combo) or "trial"
+        name = "-".join(axis_label(v) for v in labels) or "trial"
         where = f"{source}: trial {name!r}" if axes else source
         try:
             config = model.model_validate(point)
@@ -177,6 +197,55 @@ def build_grid(
     return GridSpec(
         name=name, path=path, document=document, settings=settings, trials=trials, overrides=tuple(overrides)
     )
+
+
+VARIABLES_KEY = "variables"
+"""Top-level key of a grid document holding the values of its ``${NAME}`` references."""
+
+_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def resolve_variables(document: dict[str, Any], variables: Mapping[str, str] | None, source: str) -> dict[str, Any]:
+    """``document`` with every ``${NAME}`` in its strings replaced; records the values used.
+
+    The values used are stored in ``document["variables"]`` (in place), so the
+    document carries what it needs to be resolved again.
+
+    Raises:
+        ConfigError: A referenced variable has no value, or ``variables`` is not a mapping.
+    """
+    recorded = document.get(VARIABLES_KEY) or {}
+    if not isinstance(recorded, dict):
+        raise ConfigError(f"{source}: {VARIABLES_KEY} must be a mapping of NAME: value")
+    used: dict[str, str] = {}
+
+    def value_of(name: str, where: str) -> str:
+        if variables and name in variables:
+            value = variables[name]
+        elif name in recorded:
+            value = recorded[name]
+        elif name in os.environ:
+            value = os.environ[name]
+        else:
+            hint = "pass --data-root DIR or " if name == "RAYGRID_DATA_ROOT" else ""
+            raise ConfigError(f"{source}: {where} uses ${{{name}}}, which is not set; {hint}export {name}=...")
+        used[name] = str(value)
+        return str(value)
+
+    def walk(node: Any, where: str) -> Any:
+        if isinstance(node, str):
+            return _REFERENCE.sub(lambda m: value_of(m.group(1), where or "<top level>"), node)
+        if isinstance(node, dict):
+            return {k: walk(v, f"{where}.{k}" if where else str(k)) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v, f"{where}[{n}]") for n, v in enumerate(node)]
+        return node
+
+    resolved = {k: walk(v, k) for k, v in document.items() if k != VARIABLES_KEY}
+    if used:
+        document[VARIABLES_KEY] = {**{k: str(v) for k, v in recorded.items()}, **used}
+        resolved[VARIABLES_KEY] = document[VARIABLES_KEY]
+    return resolved
 
 
 def parse_override(item: str) -> tuple[str, Any]:

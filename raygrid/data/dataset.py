@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -29,6 +30,19 @@ class Dataset:
         origin_category: A rarely recommended category suggested as attack origin
             (the synthetic generator knows it; ``None`` for real data).
         target_category: A popular category suggested as attack target.
+        validation_items: ``int64`` ``(n_users,)`` held-out validation item of each
+            user (the latest interaction before the test one), ``-1`` for none;
+            ``None`` when the dataset holds out no validation item.
+        cold_items: ``int64`` ids of the cold items held out for the AIP study:
+            items in the catalogue (with images) that no user interacted with;
+            ``None`` when none are held out.
+        item_ids: The source's id of each item (e.g. its ASIN), by item index;
+            empty for generated data.
+        user_ids: The source's id of each user, by user index; empty for generated data.
+        item_features: ``float32`` ``(n_items, D)`` features shipped with the
+            source (the VAR layout's ``features.npy``), else ``None``.
+        stats: Statistics of the dataset and its preprocessing (see
+            :func:`raygrid.data.stats.dataset_stats`); empty for generated data.
     """
 
     name: str
@@ -42,6 +56,12 @@ class Dataset:
     test_items: np.ndarray
     origin_category: int | None = None
     target_category: int | None = None
+    validation_items: np.ndarray | None = None
+    cold_items: np.ndarray | None = None
+    item_ids: tuple[str, ...] = ()
+    user_ids: tuple[str, ...] = ()
+    item_features: np.ndarray | None = None
+    stats: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[-1] != 3:
@@ -54,6 +74,14 @@ class Dataset:
             raise ValueError("train_users and train_items must have the same length")
         if self.test_items.shape != (self.n_users,):
             raise ValueError("test_items must have one entry per user")
+        if self.validation_items is not None and self.validation_items.shape != (self.n_users,):
+            raise ValueError("validation_items must have one entry per user")
+        if self.item_ids and len(self.item_ids) != self.n_items:
+            raise ValueError("item_ids must have one entry per item")
+        if self.user_ids and len(self.user_ids) != self.n_users:
+            raise ValueError("user_ids must have one entry per user")
+        if self.item_features is not None and self.item_features.shape[0] != self.n_items:
+            raise ValueError("item_features must have one row per item")
 
     @property
     def n_train(self) -> int:

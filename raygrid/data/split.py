@@ -8,6 +8,8 @@ rule that does not depend on the order of the input rows.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 
@@ -85,3 +87,49 @@ def temporal_leave_one_out(
     test_items[u[is_test]] = i[is_test]
     keep = ~is_test
     return u[keep].copy(), i[keep].copy(), test_items
+
+
+class TemporalSplit(NamedTuple):
+    """Training pairs and one held-out item per user (see :func:`temporal_split`)."""
+
+    train_users: np.ndarray
+    train_items: np.ndarray
+    validation_items: np.ndarray | None
+    test_items: np.ndarray
+
+
+def temporal_split(
+    users: np.ndarray,
+    items: np.ndarray,
+    timestamps: np.ndarray,
+    n_users: int,
+    *,
+    validation: bool = False,
+) -> TemporalSplit:
+    """Temporal leave-one-out with an optional validation item per user.
+
+    Without ``validation`` this is :func:`temporal_leave_one_out`. With it, the
+    latest interaction of a user goes to test (users with at least two distinct
+    items) and the one before it to validation (users with at least three, so
+    that every user keeps a training item); ties are broken by item id as there.
+
+    Returns:
+        ``TemporalSplit(train_users, train_items, validation_items, test_items)``;
+        ``validation_items`` is ``None`` without ``validation``, else ``int64``
+        ``(n_users,)`` with ``-1`` for a user without one.
+    """
+    if not validation:
+        train_users, train_items, test_items = temporal_leave_one_out(users, items, timestamps, n_users)
+        return TemporalSplit(train_users, train_items, None, test_items)
+    # Split off the test item, then split the rest again: its latest item is the validation item.
+    train_users, train_items, test_items = temporal_leave_one_out(users, items, timestamps, n_users)
+    has_test = test_items >= 0
+    users = np.asarray(users).astype(np.int64, copy=False)
+    items = np.asarray(items).astype(np.int64, copy=False)
+    timestamps = np.asarray(timestamps)
+    rest = ~(has_test[users] & (items == test_items[users]))
+    u, i, t = users[rest], items[rest], timestamps[rest]
+    # A user needs two remaining distinct items to give one to validation; others keep theirs.
+    train_users, train_items, validation_items = temporal_leave_one_out(u, i, t, n_users)
+    validation_items[~has_test] = -1
+    return TemporalSplit(train_users, train_items, validation_items, test_items)
