@@ -5,4 +5,4 @@ anything that needs the full registries (the config schema, ``raygrid list``, a
 Ray worker running a stage) imports this module first.
 """
 
-from raygrid import attacks, data, extractors, recommenders, studies  # noqa: F401
+from raygrid import attacks, data, defenses, extractors, recommenders, studies  # noqa: F401

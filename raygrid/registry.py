@@ -87,8 +87,9 @@ class Registry(Generic[T]):
 DATASETS: Registry[Any] = Registry("data")
 EXTRACTORS: Registry[Any] = Registry("extractor")
 ATTACKS: Registry[Any] = Registry("attack")
+DEFENSES: Registry[Any] = Registry("defense")
 RECOMMENDERS: Registry[Any] = Registry("recommender")
 
 REGISTRIES: dict[str, Registry[Any]] = {
-    r.kind: r for r in (DATASETS, EXTRACTORS, ATTACKS, RECOMMENDERS)
+    r.kind: r for r in (DATASETS, EXTRACTORS, ATTACKS, DEFENSES, RECOMMENDERS)
 }

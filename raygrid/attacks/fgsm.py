@@ -12,7 +12,7 @@ from torch import Tensor
 from raygrid.attacks.base import Attack, format_eps
 from raygrid.attacks.loops import iterative_gradient_attack
 from raygrid.attacks.objectives import classification_objective
-from raygrid.attacks.threat import LinfThreat
+from raygrid.attacks.threat import ThreatModel, threat_model
 from raygrid.config.base import ComponentConfig
 from raygrid.registry import ATTACKS
 
@@ -26,13 +26,16 @@ class FGSM(Attack):
     :math:`x' = \mathrm{clip}_{[0,1]}(x - \epsilon\,\mathrm{sign}\,\nabla_x \mathrm{CE}(f(x), t))`;
     untargeted, the same step up the cross-entropy of the true class.
 
-    Distance Measure : Linf
+    Distance Measure : Linf (default), or L2 with ``norm="l2"`` (one normalised-gradient
+    step of length eps: the fast gradient method)
 
     Arguments:
         config (FGSM.Config): ``eps`` (float): maximum perturbation in 0-255
             pixel units, ``0 < eps <= 255`` (default 8, i.e. 8/255 in [0, 1]);
             ``targeted`` (bool): move towards ``labels`` (True, the VAR setting)
-            or away from them (default True).
+            or away from them (default True); ``norm`` ("linf" or "l2"): the
+            threat model (default "linf"; for "l2", eps is the L2 radius in
+            0-255 units: 255 means 1.0 in [0, 1] units).
 
     Shape:
         - model: callable mapping ``(N, 3, H, W)`` in [0, 1] to logits ``(N, C)``.
@@ -59,15 +62,17 @@ class FGSM(Attack):
         name: Literal["fgsm"] = "fgsm"
         eps: float = Field(8.0, gt=0, le=255)  # 0-255 pixel units
         targeted: bool = True
+        norm: Literal["linf", "l2"] = "linf"
 
     config: Config
 
     @property
-    def threat(self) -> LinfThreat:
-        return LinfThreat(self.config.eps / 255)
+    def threat(self) -> ThreatModel:
+        return threat_model(self.config.norm, self.config.eps / 255)
 
     def label(self) -> str:
-        suffix = "" if self.config.targeted else "_untargeted"
+        suffix = "" if self.config.norm == "linf" else f"_{self.config.norm}"
+        suffix += "" if self.config.targeted else "_untargeted"
         return f"fgsm_eps{format_eps(self.config.eps)}{suffix}"
 
     def perturb(

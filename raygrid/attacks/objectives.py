@@ -39,7 +39,8 @@ class Objective(Protocol):
     def __call__(self, model: Callable[[Tensor], Any], x: Tensor, labels: Tensor) -> Tensor: ...
 
 
-def _logits(model: Callable[[Tensor], Any], x: Tensor) -> Tensor:
+def model_logits(model: Callable[[Tensor], Any], x: Tensor) -> Tensor:
+    """``model(x)``, checked to be logits ``(N, C)``, with a hint when a model returns a tuple."""
     out = model(x)
     if not isinstance(out, Tensor) or out.ndim != 2:
         kind = type(out).__name__ if not isinstance(out, Tensor) else f"tensor of shape {tuple(out.shape)}"
@@ -61,7 +62,7 @@ def targeted_cross_entropy(model: Callable[[Tensor], Any], x: Tensor, labels: Te
     Returns:
         ``(N,)`` cross-entropy of each image's logits with its target class.
     """
-    return F.cross_entropy(_logits(model, x), labels, reduction="none")
+    return F.cross_entropy(model_logits(model, x), labels, reduction="none")
 
 
 def untargeted_cross_entropy(model: Callable[[Tensor], Any], x: Tensor, labels: Tensor) -> Tensor:
@@ -75,7 +76,30 @@ def untargeted_cross_entropy(model: Callable[[Tensor], Any], x: Tensor, labels: 
     Returns:
         ``(N,)`` minus the cross-entropy of each image's logits with its true class.
     """
-    return -F.cross_entropy(_logits(model, x), labels, reduction="none")
+    return -F.cross_entropy(model_logits(model, x), labels, reduction="none")
+
+
+def logit_margin(logits: Tensor, labels: Tensor, *, targeted: bool, confidence: float = 0.0) -> Tensor:
+    """Carlini-Wagner's margin loss ``f`` on logits, per sample (their "f6").
+
+    Targeted: ``max(max_{i != t} Z_i - Z_t, -confidence)``, which reaches its
+    floor ``-confidence`` once the target logit leads every other by
+    ``confidence``. Untargeted: ``max(Z_y - max_{i != y} Z_i, -confidence)``.
+
+    Args:
+        logits: ``(N, C)`` logits ``Z``.
+        labels: ``(N,)`` int64 target classes (targeted) or true classes.
+        targeted: Which of the two forms.
+        confidence: ``kappa`` >= 0, the margin past which success earns nothing more.
+
+    Returns:
+        ``(N,)`` loss; lower is better for the attacker.
+    """
+    label_logit = logits.gather(1, labels.reshape(-1, 1)).squeeze(1)
+    is_label = F.one_hot(labels, logits.shape[1]).bool()
+    other_max = logits.masked_fill(is_label, float("-inf")).amax(dim=1)
+    margin = other_max - label_logit if targeted else label_logit - other_max
+    return margin.clamp(min=-confidence)
 
 
 def classification_objective(targeted: bool) -> Objective:
@@ -86,6 +110,8 @@ def classification_objective(targeted: bool) -> Objective:
 __all__ = [
     "Objective",
     "classification_objective",
+    "logit_margin",
+    "model_logits",
     "targeted_cross_entropy",
     "untargeted_cross_entropy",
 ]

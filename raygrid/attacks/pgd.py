@@ -12,7 +12,7 @@ from torch import Tensor
 from raygrid.attacks.base import Attack, format_eps
 from raygrid.attacks.loops import iterative_gradient_attack
 from raygrid.attacks.objectives import classification_objective
-from raygrid.attacks.threat import LinfThreat
+from raygrid.attacks.threat import ThreatModel, threat_model
 from raygrid.config.base import ComponentConfig
 from raygrid.registry import ATTACKS
 
@@ -27,7 +27,8 @@ class PGD(Attack):
     (down towards the target if targeted, up from the true class otherwise),
     each followed by projection onto the ball and onto [0, 1].
 
-    Distance Measure : Linf
+    Distance Measure : Linf (default), or L2 with ``norm="l2"`` (normalised-gradient steps,
+    projection onto the L2 ball)
 
     Arguments:
         config (PGD.Config):
@@ -38,6 +39,8 @@ class PGD(Attack):
             (default None = eps / 6, as in VAR).
             ``random_start`` (bool): start uniformly in the eps ball (default True).
             ``targeted`` (bool): move towards ``labels`` (default True, the VAR setting).
+            ``norm`` ("linf" or "l2"): the threat model (default "linf"; for
+            "l2", eps and step_size are L2 lengths in 0-255 units).
 
     Shape:
         - model: callable mapping ``(N, 3, H, W)`` in [0, 1] to logits ``(N, C)``.
@@ -51,6 +54,7 @@ class PGD(Attack):
         ...                     generator=torch.Generator().manual_seed(0))
 
     Notes:
+        - The AIP study's TAaMR baseline is ``PGD.Config(eps=..., steps=20)``.
         - eps and step_size are in pixel space [0, 1] (eps=8 means 8/255); the
           model must normalise inside. The VAR authors applied them in the
           ImageNet-normalised space, roughly 4.4 times weaker in pixels.
@@ -69,12 +73,13 @@ class PGD(Attack):
         step_size: float | None = Field(None, gt=0)  # 0-255 units, default eps/6 (the VAR paper)
         random_start: bool = True
         targeted: bool = True
+        norm: Literal["linf", "l2"] = "linf"
 
     config: Config
 
     @property
-    def threat(self) -> LinfThreat:
-        return LinfThreat(self.config.eps / 255)
+    def threat(self) -> ThreatModel:
+        return threat_model(self.config.norm, self.config.eps / 255)
 
     @property
     def step_size(self) -> float:
@@ -85,6 +90,8 @@ class PGD(Attack):
     def label(self) -> str:
         config, defaults = self.config, type(self.config).model_fields
         parts = [f"pgd_eps{format_eps(config.eps)}"]
+        if config.norm != "linf":
+            parts.append(config.norm)
         if config.steps != defaults["steps"].default:
             parts.append(f"steps{config.steps}")
         if config.step_size is not None:

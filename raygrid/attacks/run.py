@@ -89,7 +89,9 @@ def attack_images(
         )
     labels = np.asarray(labels)
     if labels.shape != images_uint8.shape[:1] or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"labels must be integers of shape ({images_uint8.shape[0]},), got {labels.dtype} {labels.shape}")
+        raise ValueError(
+            f"labels must be integers of shape ({images_uint8.shape[0]},), got {labels.dtype} {labels.shape}"
+        )
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if attack.is_identity:

@@ -9,6 +9,9 @@ produced.
 
 from __future__ import annotations
 
+import io
+from typing import Any
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -89,10 +92,41 @@ def realised_distances(clean: np.ndarray, adversarial: np.ndarray) -> dict[str, 
     return {"linf": linf, "l2": l2}
 
 
+def image_archive(items: np.ndarray, images: np.ndarray, **metadata: Any) -> bytes:
+    """The stored images of a set of items as one compressed ``.npz`` file, in memory.
+
+    The archive holds ``items`` (``int64`` ``(N,)`` item ids), ``images``
+    (``uint8`` ``(N, H, W, 3)``, exactly as stored: lossless) and each keyword
+    of ``metadata`` as a 0-d array (e.g. ``origin="sandal"``). Read it back with
+    ``np.load(io.BytesIO(data))``.
+
+    Args:
+        items: Item ids, one per image.
+        images: ``uint8`` ``(N, H, W, 3)`` stored images, in the order of ``items``.
+        **metadata: Scalars (strings, numbers) saved beside them.
+
+    Returns:
+        The bytes of the ``.npz`` file.
+    """
+    items = np.asarray(items)
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4:
+        raise ValueError(f"images must be a uint8 array (N, H, W, 3), got {_describe(images)}")
+    if items.shape != images.shape[:1] or not np.issubdtype(items.dtype, np.integer):
+        raise ValueError(f"items must be {images.shape[0]} integer ids, got {items.dtype} {items.shape}")
+    reserved = {"items", "images"} & set(metadata)
+    if reserved:
+        raise ValueError(f"metadata cannot be named {sorted(reserved)}")
+    buffer = io.BytesIO()
+    np.savez_compressed(
+        buffer, items=items.astype(np.int64), images=images, **{k: np.asarray(v) for k, v in metadata.items()}
+    )
+    return buffer.getvalue()
+
+
 def _describe(value: object) -> str:
     if isinstance(value, np.ndarray):
         return f"{value.dtype} array of shape {value.shape}"
     return type(value).__name__
 
 
-__all__ = ["dequantize", "quantize", "realised_distances"]
+__all__ = ["dequantize", "image_archive", "quantize", "realised_distances"]

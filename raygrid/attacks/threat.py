@@ -12,6 +12,7 @@ same [0, 1] units, and every result is clamped to [0, 1].
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 
 import torch
@@ -21,8 +22,8 @@ from torch import Tensor
 class ThreatModel(ABC):
     """A perturbation set around each clean image, with the moves an attack loop needs.
 
-    Subclasses define one norm ball (Linf here; an L2 ball for Carlini-Wagner
-    comes later). Every method returns a new tensor and leaves its inputs alone.
+    Subclasses define one norm ball (:class:`LinfThreat`, :class:`L2Threat`).
+    Every method returns a new tensor and leaves its inputs alone.
 
     Args:
         eps: Radius of the ball in [0, 1] pixel units (``8 / 255`` for the
@@ -88,6 +89,13 @@ class ThreatModel(ABC):
         return f"{type(self).__name__}(eps={self.eps!r})"
 
 
+def _normal(shape: torch.Size, like: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Standard normal noise shaped ``shape`` on ``like``'s device, drawn from ``generator``'s device."""
+    if generator is None or generator.device == like.device:
+        return torch.randn(shape, generator=generator, dtype=like.dtype, device=like.device)
+    return torch.randn(shape, generator=generator, dtype=like.dtype, device=generator.device).to(like.device)
+
+
 def _uniform(shape: torch.Size, like: Tensor, generator: torch.Generator | None) -> Tensor:
     """Uniform [0, 1) noise shaped ``shape`` on ``like``'s device, drawn from ``generator``'s device."""
     if generator is None or generator.device == like.device:
@@ -149,4 +157,92 @@ class LinfThreat(ThreatModel):
         return diff.amax(dim=1)
 
 
-__all__ = ["LinfThreat", "ThreatModel"]
+def _per_sample_norm(x: Tensor) -> Tensor:
+    """L2 norm of each sample, shaped ``(N, 1, ..., 1)`` to broadcast against ``x``."""
+    flat = x.reshape(x.shape[0], -1)
+    norm = flat.norm(p=2, dim=1) if flat.shape[1] else flat.new_zeros(x.shape[0])
+    return norm.reshape(-1, *([1] * (x.ndim - 1)))
+
+
+class L2Threat(ThreatModel):
+    """The L2 ball of radius ``eps`` around each clean image, intersected with [0, 1].
+
+    Distance:
+        L2: the Euclidean norm of the change over all pixels and channels of an
+        image, in [0, 1] pixel units.
+
+    Arguments:
+        eps (float): Radius in [0, 1] pixel units; any value >= 0, and
+            ``math.inf`` for an unbounded attack (Carlini-Wagner), which still
+            clamps to [0, 1] but never projects. An image of ``d`` values can
+            move at most ``sqrt(d)`` inside [0, 1], so radii above that are
+            unbounded in effect.
+
+    Shape:
+        - images and gradients: ``(N, C, H, W)`` (any shape with the batch first),
+          values in [0, 1].
+
+    Examples::
+        >>> threat = L2Threat(0.5)
+        >>> x = torch.rand(2, 3, 4, 4)
+        >>> x_adv = threat.random_start(x, torch.Generator().manual_seed(0))
+        >>> bool((threat.distance(x_adv, x) <= 0.5 + 1e-6).all())
+        True
+
+    Notes:
+        - The step is the gradient divided by its per-image L2 norm (the
+          steepest descent direction for the L2 norm); an image whose gradient
+          is exactly zero does not move.
+        - The projection scales the change down to the sphere when it is
+          outside, *then* clamps to [0, 1]; clamping a change towards the clean
+          image can only shorten it, so the result stays in the ball.
+        - The random start is uniform in the ball (a Gaussian direction, a
+          radius ``eps * u ** (1 / d)``), then clamped to [0, 1]. In high
+          dimension nearly all of the ball's volume is near its surface, so the
+          start lies close to radius ``eps``.
+        - Rounding to 8 bits afterwards may add up to ``0.5 / 255`` per value,
+          so a stored image can exceed ``eps`` by up to ``sqrt(d) * 0.5 / 255``.
+    """
+
+    norm = "l2"
+
+    def project(self, x_adv: Tensor, x_clean: Tensor) -> Tensor:
+        delta = x_adv - x_clean
+        if math.isfinite(self.eps):
+            norm = _per_sample_norm(delta)
+            # Scale only the samples outside the ball; the clamp keeps a zero norm from dividing.
+            factor = torch.clamp(self.eps / torch.clamp(norm, min=1e-12), max=1.0)
+            delta = delta * factor
+        return torch.clamp(x_clean + delta, 0.0, 1.0)
+
+    def random_start(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        if not math.isfinite(self.eps):
+            raise ValueError("an unbounded L2 threat (eps = inf) has no random start")
+        if x.shape[0] == 0:
+            return x.clone()
+        direction = _normal(x.shape, x, generator)
+        direction = direction / torch.clamp(_per_sample_norm(direction), min=1e-12)
+        dims = max(x[0].numel(), 1)
+        radius = _uniform(torch.Size([x.shape[0]]), x, generator) ** (1.0 / dims) * self.eps
+        radius = radius.reshape(-1, *([1] * (x.ndim - 1)))
+        return torch.clamp(x + direction * radius, 0.0, 1.0)
+
+    def step(self, x_adv: Tensor, grad: Tensor, step_size: float) -> Tensor:
+        norm = _per_sample_norm(grad)
+        direction = torch.where(norm > 0, grad / torch.clamp(norm, min=1e-30), torch.zeros_like(grad))
+        return torch.clamp(x_adv - step_size * direction, 0.0, 1.0)
+
+    def distance(self, x_adv: Tensor, x_clean: Tensor) -> Tensor:
+        return _per_sample_norm(x_adv - x_clean).reshape(-1)
+
+
+def threat_model(norm: str, eps: float) -> ThreatModel:
+    """The threat model of a norm by name (``"linf"`` or ``"l2"``) with radius ``eps`` in [0, 1] units."""
+    if norm == "linf":
+        return LinfThreat(eps)
+    if norm == "l2":
+        return L2Threat(eps)
+    raise ValueError(f"unknown norm {norm!r}; choose 'linf' or 'l2'")
+
+
+__all__ = ["L2Threat", "LinfThreat", "ThreatModel", "threat_model"]

@@ -1,7 +1,7 @@
 """The config schema, assembled from the component registries.
 
 A trial config has one section per component kind (``data``, ``extractor``,
-``attack``, ``recommender``) whose ``name`` picks a registered class and whose
+``attack``, ``defense``, ``recommender``) whose ``name`` picks a registered class and whose
 other keys are that class's ``Config`` fields. The schema is a pydantic
 discriminated union over the registered configs, built when first needed, so a
 newly registered component is configurable without editing this module.
@@ -32,6 +32,7 @@ COMPONENT_SECTIONS: dict[str, str] = {
     "data": "synthetic",
     "extractor": "smallcnn",
     "attack": "none",
+    "defense": "none",
     "recommender": "vbpr",
 }
 

@@ -1,4 +1,4 @@
-"""Attack metrics of the VAR study: success rate (SR) and feature loss (FL).
+"""Attack metrics of the VAR study: success rate (SR) and feature loss (FL, and its RMSE variant).
 
 The realised perturbation distances of stored images are in
 :func:`raygrid.attacks.storage.realised_distances`.
@@ -49,12 +49,45 @@ def feature_loss(clean: np.ndarray, attacked: np.ndarray) -> float:
         >>> feature_loss(np.array([[0.0, 0.0]]), np.array([[1.0, 3.0]]))
         5.0
     """
-    clean, attacked = np.asarray(clean, dtype=np.float64), np.asarray(attacked, dtype=np.float64)
-    if clean.ndim != 2 or clean.shape != attacked.shape:
-        raise ValueError(f"clean {clean.shape} and attacked {attacked.shape} must be equal (N, D) shapes")
+    clean, attacked = _feature_pair(clean, attacked)
     if clean.size == 0:
         return float("nan")
     return float(np.mean(np.square(attacked - clean)))
 
 
-__all__ = ["feature_loss", "success_rate"]
+def feature_rmse(clean: np.ndarray, attacked: np.ndarray) -> float:
+    """Per-item RMSE of the features, averaged over items: the variant the VAR authors' code logged.
+
+    The paper defines FL as the mean squared error (:func:`feature_loss`); the
+    published evaluation logged, per attacked item, the root of the mean
+    squared difference over the feature dimensions, averaged over items. It is
+    reported under this distinct name so numbers from both can be compared; by
+    Jensen's inequality it is at most ``sqrt(feature_loss)``.
+
+    Args:
+        clean: ``(N, D)`` features of the clean images.
+        attacked: ``(N, D)`` features of the same images after the attack, same order.
+
+    Returns:
+        ``mean_i sqrt(mean_d (attacked - clean)^2)`` in float64; ``nan`` for no
+        items (or no dimensions).
+
+    Examples:
+        >>> feature_rmse(np.array([[0.0, 0.0], [0.0, 0.0]]), np.array([[3.0, 3.0], [1.0, 1.0]]))
+        2.0
+    """
+    clean, attacked = _feature_pair(clean, attacked)
+    if clean.size == 0:
+        return float("nan")
+    return float(np.mean(np.sqrt(np.mean(np.square(attacked - clean), axis=1))))
+
+
+def _feature_pair(clean: np.ndarray, attacked: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both feature matrices as float64, checked to be equal ``(N, D)`` shapes."""
+    clean, attacked = np.asarray(clean, dtype=np.float64), np.asarray(attacked, dtype=np.float64)
+    if clean.ndim != 2 or clean.shape != attacked.shape:
+        raise ValueError(f"clean {clean.shape} and attacked {attacked.shape} must be equal (N, D) shapes")
+    return clean, attacked
+
+
+__all__ = ["feature_loss", "feature_rmse", "success_rate"]

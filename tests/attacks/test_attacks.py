@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-import raygrid.attacks  # noqa: F401  (registers the attacks)
+import raygrid.attacks
 from raygrid.attacks import (
     FGSM,
     PGD,
@@ -31,7 +31,7 @@ from raygrid.registry import ATTACKS
 N_CLASSES = 5
 
 # Quick settings for registered attacks whose defaults are slow; others use Config().
-FAST_CONFIGS: dict[str, dict[str, Any]] = {"pgd": {"steps": 4}}
+FAST_CONFIGS: dict[str, dict[str, Any]] = {"pgd": {"steps": 4}, "cw": {"steps": 10, "binary_search_steps": 2}}
 
 
 class ToyCNN(nn.Module):
@@ -151,7 +151,7 @@ def test_registered_class_contract(name):
     assert isinstance(attack, Attack)
     assert attack.config.name == name
     assert isinstance(attack.label(), str) and attack.label().startswith(name)
-    assert 0 <= attack.eps <= 1
+    assert 0 <= attack.eps <= 1 or (attack.threat.norm == "l2" and attack.eps == float("inf"))  # C&W is unbounded
     assert attack.is_identity == (name == "none")
     with pytest.raises(ValueError):
         type(attack).Config(unknown_option=1)
@@ -320,12 +320,24 @@ def test_loop_accepts_any_callable_and_zero_steps(images, targets):
 
     threat = LinfThreat(4 / 255)
     adv = iterative_gradient_attack(
-        linear, images, targets, objective=targeted_cross_entropy, threat=threat, steps=5, step_size=1 / 255,
+        linear,
+        images,
+        targets,
+        objective=targeted_cross_entropy,
+        threat=threat,
+        steps=5,
+        step_size=1 / 255,
         random_start=False,
     )
     assert (targeted_cross_entropy(linear, adv, targets) < targeted_cross_entropy(linear, images, targets)).all()
     same = iterative_gradient_attack(
-        linear, images, targets, objective=targeted_cross_entropy, threat=threat, steps=0, step_size=1 / 255,
+        linear,
+        images,
+        targets,
+        objective=targeted_cross_entropy,
+        threat=threat,
+        steps=0,
+        step_size=1 / 255,
         random_start=False,
     )
     assert torch.equal(same, images)
@@ -343,7 +355,13 @@ def test_loop_requires_a_per_sample_objective(model, images, targets):
 
     with pytest.raises(ValueError, match="per sample"):
         iterative_gradient_attack(
-            model, images, targets, objective=batch_mean, threat=LinfThreat(0.1), steps=1, step_size=0.1,
+            model,
+            images,
+            targets,
+            objective=batch_mean,
+            threat=LinfThreat(0.1),
+            steps=1,
+            step_size=0.1,
             random_start=False,
         )
     assert model.training

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from raygrid.metrics.attack import feature_loss, success_rate
+from raygrid.metrics.attack import feature_loss, feature_rmse, success_rate
 
 
 def test_targeted_success_rate_is_the_share_predicted_as_target():
@@ -55,3 +55,20 @@ def test_feature_loss_empty_is_nan_and_shapes_are_checked():
         feature_loss(np.zeros((2, 3)), np.zeros((2, 4)))
     with pytest.raises(ValueError):
         feature_loss(np.zeros(3), np.zeros(3))
+
+
+def test_feature_rmse_is_the_mean_over_items_of_each_items_rmse():
+    clean = np.zeros((2, 4))
+    attacked = np.array([[2.0, 2.0, 2.0, 2.0], [0.0, 0.0, 0.0, 2.0]])
+    # item RMSEs: sqrt(16 / 4) = 2 and sqrt(4 / 4) = 1
+    assert feature_rmse(clean, attacked) == pytest.approx(1.5)
+    # the paper's FL over the same items: (16 + 4) / 8 = 2.5; RMSE variant <= sqrt(FL) (Jensen)
+    assert feature_loss(clean, attacked) == pytest.approx(2.5)
+    assert feature_rmse(clean, attacked) <= math.sqrt(feature_loss(clean, attacked))
+
+
+def test_feature_rmse_empty_is_nan_and_shapes_are_checked():
+    assert feature_rmse(np.ones((3, 2)), np.ones((3, 2))) == 0.0
+    assert math.isnan(feature_rmse(np.zeros((0, 4)), np.zeros((0, 4))))
+    with pytest.raises(ValueError):
+        feature_rmse(np.zeros((2, 3)), np.zeros((3, 3)))
