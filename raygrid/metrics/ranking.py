@@ -1,4 +1,4 @@
-"""Accuracy of top-K lists against leave-one-out test items: Recall@K and nDCG@K.
+"""Accuracy of top-K lists against leave-one-out test items: Recall@K, nDCG@K, HR@K, Precision@K.
 
 Metric objects in the manner of cornac's ``cornac/metrics/ranking.py``: built with
 their cutoff, named with it (``Recall(20).name == "recall_20"``; never ``@``,
@@ -88,3 +88,28 @@ class NDCG(RankingMetric):
         hit = rank > 0
         out[hit] = 1.0 / np.log2(1.0 + rank[hit])
         return out
+
+
+class HitRate(RankingMetric):
+    """HR@K: 1 if any of the user's test items is in the top-K, else 0.
+
+    With one test item per user it equals :class:`Recall`; both are reported
+    because the VAR paper speaks of Recall and the AIP paper of HR.
+    """
+
+    prefix = "hr"
+
+    def _from_rank(self, rank: np.ndarray) -> np.ndarray:
+        return (rank > 0).astype(np.float64)
+
+
+class Precision(RankingMetric):
+    """Precision@K: the share of the top-K that are test items.
+
+    With one test item per user it is ``1/K`` on a hit, else 0.
+    """
+
+    prefix = "precision"
+
+    def _from_rank(self, rank: np.ndarray) -> np.ndarray:
+        return (rank > 0).astype(np.float64) / self.k

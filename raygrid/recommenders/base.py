@@ -14,7 +14,7 @@ import abc
 import contextlib
 import logging
 from collections.abc import Callable, Iterator
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import torch
@@ -43,6 +43,11 @@ class Recommender(abc.ABC):
         n_items: Number of items seen by :meth:`fit` (``None`` before).
     """
 
+    input_kind: ClassVar[str] = "features"
+    """What ``item_features`` holds: ``"features"`` (float ``(n_items, d)``) or
+    ``"images"`` (the item images, uint8 ``(n_items, H, W, 3)``, for end-to-end
+    models such as DVBPR, which check them themselves)."""
+
     def __init__(
         self,
         config: Any,
@@ -61,6 +66,13 @@ class Recommender(abc.ABC):
         # _seen_indices[_seen_indptr[u]:_seen_indptr[u + 1]], sorted, unique.
         self._seen_indptr: np.ndarray | None = None
         self._seen_indices: np.ndarray | None = None
+        self.validation_items: np.ndarray | None = None
+        self.cold_items: np.ndarray | None = None
+        #: Whether :meth:`score` returns a new tensor on every call (then :meth:`topk`
+        #: masks seen items in place, saving a copy per block). Subclasses that may
+        #: return a tensor they keep must leave it False.
+        self.fresh_scores = False
+        self._session: tuple[object, Any] | None = None
 
     # ------------------------------------------------------------------ fitting
 
@@ -71,6 +83,9 @@ class Recommender(abc.ABC):
         train_users: np.ndarray,
         train_items: np.ndarray,
         item_features: np.ndarray | None = None,
+        *,
+        validation_items: np.ndarray | None = None,
+        cold_items: np.ndarray | None = None,
     ) -> Self:
         """Train on implicit feedback; returns ``self``.
 
@@ -82,6 +97,14 @@ class Recommender(abc.ABC):
                 Duplicate ``(user, item)`` pairs are counted once.
             item_features: Optional ``float`` ``(n_items, d)`` item content features
                 (e.g. image features); required by visual recommenders.
+            validation_items: Optional ``int`` ``(n_users,)`` held-out validation item
+                of each user, ``-1`` for none; used by recommenders whose config asks
+                for early stopping (kept as :attr:`validation_items`).
+            cold_items: Optional ``int`` ids of items held out of training, as the
+                AIP study's cold items: they must have no training interaction, and
+                recommenders trained with sampled negatives never draw them, so
+                their scores come from content alone (kept as :attr:`cold_items`,
+                a boolean mask, ``None`` when not given).
 
         Raises:
             ValueError: On inconsistent shapes or ids out of range.
@@ -101,12 +124,33 @@ class Recommender(abc.ABC):
             raise ValueError(f"train_users must lie in [0, {n_users}), got [{users.min()}, {users.max()}]")
         if items.min() < 0 or items.max() >= n_items:
             raise ValueError(f"train_items must lie in [0, {n_items}), got [{items.min()}, {items.max()}]")
-        if item_features is not None:
+        if item_features is not None and self.input_kind == "features":
             item_features = np.asarray(item_features)
             if item_features.ndim != 2 or item_features.shape[0] != n_items:
                 raise ValueError(f"item_features must be (n_items={n_items}, d), got {item_features.shape}")
             if not np.all(np.isfinite(item_features)):
                 raise ValueError("item_features contain NaN or infinite values")
+
+        if validation_items is not None:
+            validation_items = np.asarray(validation_items)
+            if validation_items.shape != (n_users,) or not np.issubdtype(validation_items.dtype, np.integer):
+                raise ValueError(f"validation_items must be integer (n_users={n_users},), got {validation_items.dtype} {validation_items.shape}")
+            if validation_items.min() < -1 or validation_items.max() >= n_items:
+                raise ValueError(f"validation_items must lie in [-1, {n_items}) (-1 = no validation item)")
+            validation_items = validation_items.astype(np.int64, copy=False)
+        self.validation_items = validation_items
+        if cold_items is not None:
+            cold = np.asarray(cold_items)
+            if cold.ndim != 1 or not np.issubdtype(cold.dtype, np.integer) or (cold.size and (cold.min() < 0 or cold.max() >= n_items)):
+                raise ValueError(f"cold_items must be a 1-d integer array of item ids in [0, {n_items})")
+            mask = np.zeros(n_items, dtype=bool)
+            mask[cold] = True
+            if mask[items].any():
+                raise ValueError(f"cold_items must have no training interaction; item {int(items[mask[items]][0])} has one")
+            if mask.all():
+                raise ValueError("cold_items cover the whole catalogue: nothing left to train on")
+            cold_items = mask
+        self.cold_items = cold_items
 
         self.n_users, self.n_items = n_users, n_items
         keys = np.unique(users.astype(np.int64) * n_items + items.astype(np.int64))
@@ -162,14 +206,33 @@ class Recommender(abc.ABC):
             ``float32`` tensor ``(n, n_items)`` on the model's device; higher is better.
         """
 
+    def _item_side(self, item_features: Any) -> Any:
+        """Item-side quantities of a ranking that do not depend on the users (e.g. item
+        embeddings of the given features); ``None`` by default.
+
+        Computed once per :meth:`topk` (see :meth:`_scoring_session`) and read in
+        :meth:`score` through :meth:`_session_item_side`.
+        """
+        return None
+
     @contextlib.contextmanager
-    def _scoring_session(self, item_features: np.ndarray | None) -> Iterator[None]:
+    def _scoring_session(self, item_features: Any) -> Iterator[None]:
         """Context around the repeated :meth:`score` calls of one :meth:`topk`.
 
-        A subclass may override it to compute item-side quantities once per ranking
-        instead of once per user block. The default does nothing.
+        Computes :meth:`_item_side` once for all user blocks instead of once per block.
         """
-        yield
+        self._check_fitted()
+        self._session = (item_features, self._item_side(item_features))
+        try:
+            yield
+        finally:
+            self._session = None
+
+    def _session_item_side(self, item_features: Any) -> Any:
+        """:meth:`_item_side` of ``item_features``: the ranking session's if it is for the same object."""
+        if self._session is not None and self._session[0] is item_features:
+            return self._session[1]
+        return self._item_side(item_features)
 
     def topk(
         self,
@@ -215,9 +278,10 @@ class Recommender(abc.ABC):
                     )
                 if exclude_seen:
                     rows, cols = self._seen_pairs(block)
-                    # Out of place: score() may hand back a tensor it keeps.
                     index = (torch.as_tensor(rows, device=scores.device), torch.as_tensor(cols, device=scores.device))
-                    scores = scores.index_put(index, torch.tensor(float("-inf"), device=scores.device))
+                    minus_inf = torch.tensor(float("-inf"), dtype=scores.dtype, device=scores.device)
+                    # Out of place unless score() promises a fresh tensor: it may hand back one it keeps.
+                    scores = scores.index_put_(index, minus_inf) if self.fresh_scores else scores.index_put(index, minus_inf)
                 # torch.topk returns values in descending order (sorted=True).
                 out[start : start + block.shape[0]] = torch.topk(scores, k, dim=1, sorted=True).indices.cpu().numpy()
         return out

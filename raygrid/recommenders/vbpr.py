@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import time
-from collections.abc import Iterator
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
 from pydantic import Field
 
-from raygrid.config.base import ComponentConfig
-from raygrid.recommenders.base import Recommender
+from raygrid.recommenders.pairwise import PairwiseConfig, PairwiseRecommender
 from raygrid.registry import RECOMMENDERS
 
 logger = logging.getLogger(__name__)
@@ -42,7 +39,7 @@ class _VBPRParameters(torch.nn.Module):
 
 
 @RECOMMENDERS.register("vbpr")
-class VBPR(Recommender):
+class VBPR(PairwiseRecommender):
     r"""Visual Bayesian Personalized Ranking (He & McAuley, "VBPR: Visual Bayesian
     Personalized Ranking from Implicit Feedback", AAAI 2016).
 
@@ -54,11 +51,9 @@ class VBPR(Recommender):
     are the same for the two items of a BPR pair, so they cancel in
     ``x_ui - x_uj``, get no gradient and never change a user's ranking.
 
-    Training maximises the BPR criterion (Rendle et al., UAI 2009) with bootstrap
-    sampling: each epoch draws ``n_train`` triples ``(u, i, j)`` with replacement,
-    ``(u, i)`` a uniformly drawn training interaction and ``j`` a uniformly drawn item
-    ``u`` has not interacted with, and runs Adam over minibatches of them. The loss
-    of a minibatch ``B`` is::
+    Training (:class:`~raygrid.recommenders.pairwise.PairwiseRecommender`) maximises
+    the BPR criterion with bootstrap sampling of triples ``(u, i, j)`` and Adam over
+    minibatches. The loss of a minibatch ``B`` is::
 
         1/|B| * sum_B [ softplus(-(x_ui - x_uj))
                         + reg * (|gamma_u|^2 + |theta_u|^2 + |gamma_i|^2 + |gamma_j|^2 + beta_i^2 + beta_j^2) ]
@@ -80,14 +75,13 @@ class VBPR(Recommender):
     swapped in at :meth:`score` time are measured on the scale the model was
     trained on.
 
-    AMR (Tang et al., TKDE 2019) is this model plus an adversarial term: it
-    overrides :meth:`_training_loss` to add ``adv_weight * _bpr_loss(users, pos,
-    neg, feature_delta=delta)``, where ``delta`` is a perturbation of the scaled
-    feature table (obtainable as the gradient of :meth:`_bpr_loss` with respect to
-    a zero ``feature_delta``), and may use :meth:`_on_epoch_start` to switch the term
-    on after some epochs. VBPR's training draws no random numbers outside
-    :meth:`_fit` and :meth:`_sample_negatives`, so an AMR whose adversarial weight is
-    0 (and that then draws nothing extra) trains identically for the same seed.
+    He and McAuley regularise ``E`` with its own weight ``lambda_E``; one weight
+    ``reg`` serves all parameters here (as in cornac), since the features are
+    rescaled to unit mean norm.
+
+    AMR (:class:`~raygrid.recommenders.amr.AMR`) is this model plus an adversarial
+    term: it overrides :meth:`_training_loss` and scores perturbed features through
+    the ``pair_features`` argument of :meth:`_bpr_loss`.
 
     Deterministic for a seed on CPU: initialisation uses a seeded
     :class:`torch.Generator` on CPU (then moves to ``device``), sampling a seeded
@@ -104,7 +98,7 @@ class VBPR(Recommender):
         loss_history: Mean training loss of each epoch.
     """
 
-    class Config(ComponentConfig):
+    class Config(PairwiseConfig):
         """VBPR hyper-parameters.
 
         Defaults: 64-dimensional collaborative and visual factors and minibatches of
@@ -123,42 +117,30 @@ class VBPR(Recommender):
         Attributes:
             factors: K, length of the collaborative factors gamma_u, gamma_i.
             visual_factors: K', length of the visual factors theta_u and of E f_i.
-            epochs: Training epochs; one epoch draws as many triples as there are
-                unique training interactions.
-            batch_size: Triples per Adam step.
-            lr: Adam learning rate.
-            reg: L2 regularisation weight lambda_Theta (see the class docstring for
-                the exact loss).
+            epochs, batch_size, lr, reg: See :class:`PairwiseConfig` (the exact loss
+                is in the class docstring); early-stopping fields: see
+                :class:`~raygrid.recommenders.training.EpochTrainingConfig`.
         """
 
         name: Literal["vbpr"] = "vbpr"
         factors: int = Field(64, ge=1)
         visual_factors: int = Field(64, ge=1)
-        epochs: int = Field(50, ge=1)
-        batch_size: int = Field(512, ge=1)
-        lr: float = Field(1e-3, gt=0)
-        reg: float = Field(1e-2, ge=0)
 
     config: Config
 
     def __init__(self, config: Config | None = None, **kwargs) -> None:
         super().__init__(self.Config() if config is None else config, **kwargs)
-        self.params: _VBPRParameters | None = None
         self.feature_scale: float | None = None
-        self.loss_history: list[float] = []
         self._features: torch.Tensor | None = None  # scaled fit features, (n_items, d), on device
-        self._seen_keys: np.ndarray | None = None  # sorted user * n_items + item of training pairs
-        self._epoch = 0
-        self._session: tuple[object, tuple[torch.Tensor, torch.Tensor]] | None = None
+        self.fresh_scores = True  # score() returns a new tensor each call: topk may mask it in place
 
     # ------------------------------------------------------------------ training
 
-    def _fit(self, train_users: np.ndarray, train_items: np.ndarray, item_features: np.ndarray | None) -> None:
+    def _build(
+        self, train_users: np.ndarray, train_items: np.ndarray, item_features: np.ndarray | None, generator: torch.Generator
+    ) -> _VBPRParameters:
         if item_features is None:
-            raise ValueError("VBPR needs item_features (n_items, d) at fit time")
-        full = np.flatnonzero(np.diff(self._seen_indptr) >= self.n_items)
-        if full.size:
-            raise ValueError(f"{full.size} user(s) interacted with every item (e.g. user {full[0]}): no negative to sample")
+            raise ValueError(f"{type(self).__name__} needs item_features (n_items, d) at fit time")
         cfg = self.config
         features = np.asarray(item_features, dtype=np.float32)
         mean_norm = float(np.linalg.norm(features, axis=1).mean())
@@ -166,67 +148,7 @@ class VBPR(Recommender):
         # Scaled exactly as scale_features() does, so that passing the fit features to
         # score() reproduces score(users).
         self._features = torch.as_tensor(features, device=self.device) / self.feature_scale
-        self._seen_keys = train_users * self.n_items + train_items  # sorted: fit passes sorted unique pairs
-
-        generator = torch.Generator().manual_seed(self.seed)
-        self.params = _VBPRParameters(
-            self.n_users, self.n_items, features.shape[1], cfg.factors, cfg.visual_factors, generator
-        ).to(self.device)
-        # The fused kernel updates all parameters in one pass (faster than the per-tensor loop).
-        fused = self.device.type in ("cpu", "cuda")
-        optimizer = torch.optim.Adam(self.params.parameters(), lr=cfg.lr, fused=fused or None)
-        rng = np.random.default_rng(self.seed)
-        n_train = train_users.shape[0]
-        self.loss_history = []
-        started = time.perf_counter()
-        for epoch in range(1, cfg.epochs + 1):
-            self._epoch = epoch
-            self._on_epoch_start(epoch)
-            draw = rng.integers(0, n_train, size=n_train)
-            users_np = train_users[draw]
-            pos_np = train_items[draw]
-            neg_np = self._sample_negatives(users_np, rng)
-            users = torch.as_tensor(users_np, device=self.device)
-            pos = torch.as_tensor(pos_np, device=self.device)
-            neg = torch.as_tensor(neg_np, device=self.device)
-            total = torch.zeros((), device=self.device)
-            for start in range(0, n_train, cfg.batch_size):
-                batch = slice(start, start + cfg.batch_size)
-                loss = self._training_loss(users[batch], pos[batch], neg[batch])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total += loss.detach() * users[batch].shape[0]
-            mean_loss = float(total) / n_train
-            self.loss_history.append(mean_loss)
-            logger.debug("%s epoch %d/%d: loss %.5f", type(self).__name__, epoch, cfg.epochs, mean_loss)
-            self._on_epoch_end(epoch, mean_loss)
-            if self.progress is not None:
-                self.progress(epoch, mean_loss)
-        logger.info(
-            "%s trained %d epochs on %d interactions in %.1f s, final loss %.5f",
-            type(self).__name__, cfg.epochs, n_train, time.perf_counter() - started, self.loss_history[-1],
-        )
-
-    def _sample_negatives(self, users: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """For each user, a uniformly drawn item the user has not interacted with in training."""
-        neg = rng.integers(0, self.n_items, size=users.shape[0])
-        redraw = self._is_seen(users, neg)
-        while redraw.any():  # terminates: _fit checked that no user has seen every item
-            neg[redraw] = rng.integers(0, self.n_items, size=int(redraw.sum()))
-            redraw[redraw] = self._is_seen(users[redraw], neg[redraw])
-        return neg
-
-    def _is_seen(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        keys = users * self.n_items + items
-        pos = np.searchsorted(self._seen_keys, keys)
-        return self._seen_keys[np.minimum(pos, self._seen_keys.shape[0] - 1)] == keys
-
-    def _on_epoch_start(self, epoch: int) -> None:
-        """Hook called before each epoch (epochs count from 1); does nothing in VBPR."""
-
-    def _on_epoch_end(self, epoch: int, mean_loss: float) -> None:
-        """Hook called after each epoch with its mean training loss; does nothing in VBPR."""
+        return _VBPRParameters(self.n_users, self.n_items, features.shape[1], cfg.factors, cfg.visual_factors, generator)
 
     def _training_loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
         """The minibatch objective that is minimised: BPR loss plus L2 regularisation.
@@ -235,12 +157,16 @@ class VBPR(Recommender):
         """
         return self._bpr_loss(users, pos, neg) + self._regularization(users, pos, neg)
 
+    def _pair_features(self, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+        """Scaled features of ``cat(pos, neg)``, ``(2B, d)``: the rows :meth:`_bpr_loss` scores."""
+        return self._features.index_select(0, torch.cat((pos, neg)))
+
     def _bpr_loss(
         self,
         users: torch.Tensor,
         pos: torch.Tensor,
         neg: torch.Tensor,
-        feature_delta: torch.Tensor | None = None,
+        pair_features: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Mean BPR loss ``softplus(-(x_ui - x_uj))`` of a minibatch of triples.
 
@@ -248,17 +174,14 @@ class VBPR(Recommender):
             users: ``int64`` ``(B,)`` users.
             pos: ``int64`` ``(B,)`` items the users interacted with.
             neg: ``int64`` ``(B,)`` items the users did not interact with.
-            feature_delta: Optional ``(n_items, d)`` perturbation added to the
-                *scaled* feature table (indexed by item id) before scoring, e.g.
-                AMR's adversarial perturbation.
+            pair_features: Optional ``(2B, d)`` scaled features of ``cat(pos, neg)``
+                to score with instead of :meth:`_pair_features` (e.g. AMR's
+                perturbed features, or a leaf tensor to differentiate with respect to).
         """
         p = self.params
-        batch = users.shape[0]
         # One lookup for both items of every pair: fewer, larger ops (faster on CPU).
         items = torch.cat((pos, neg))
-        f = self._features.index_select(0, items)
-        if feature_delta is not None:
-            f = f + feature_delta.index_select(0, items)
+        f = self._pair_features(pos, neg) if pair_features is None else pair_features
         gamma_u = p.user_factors.index_select(0, users).repeat(2, 1)
         theta_u = p.user_visual_factors.index_select(0, users).repeat(2, 1)
         x = (
@@ -267,7 +190,7 @@ class VBPR(Recommender):
             + (theta_u * (f @ p.visual_projection)).sum(1)
             + f @ p.visual_bias
         )
-        return torch.nn.functional.softplus(x[batch:] - x[:batch]).mean()
+        return self._pair_loss(x)
 
     def _regularization(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
         """L2 penalty of a minibatch (see the class docstring)."""
@@ -282,6 +205,38 @@ class VBPR(Recommender):
         shared = p.visual_projection.square().sum() + p.visual_bias.square().sum()
         return self.config.reg * (per_triple + shared) / users.shape[0]
 
+    # ------------------------------------------------------------------ checkpoints
+
+    def save_checkpoint(self, path: str | Path) -> None:
+        """Write the trained parameters and feature scale to ``path`` (``torch.save``), e.g. to warm-start AMR."""
+        self._check_fitted()
+        torch.save(
+            {
+                "state_dict": {k: v.detach().cpu() for k, v in self.params.state_dict().items()},
+                "feature_scale": self.feature_scale,
+                "shape": (self.n_users, self.n_items, int(self._features.shape[1])),
+            },
+            Path(path),
+        )
+
+    def _load_checkpoint(self, path: str | Path) -> None:
+        """Replace the freshly built parameters by those of a VBPR checkpoint of the same shape."""
+        try:
+            state = torch.load(Path(path), map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError) as exc:
+            raise ValueError(f"cannot read VBPR checkpoint {str(path)!r} ({exc}); give a file written by VBPR.save_checkpoint") from None
+        expected = (self.n_users, self.n_items, int(self._features.shape[1]))
+        if tuple(state["shape"]) != expected:
+            raise ValueError(f"VBPR checkpoint {str(path)!r} is for (users, items, feature dim) {tuple(state['shape'])}, not {expected}")
+        try:
+            self.params.load_state_dict(state["state_dict"])
+        except RuntimeError as exc:
+            raise ValueError(f"VBPR checkpoint {str(path)!r} does not match the configured factors ({str(exc).splitlines()[0]})") from None
+        # Keep the checkpoint's feature scale: its E and beta' were learned on it.
+        scale = float(state["feature_scale"])
+        self._features = self._features * (self.feature_scale / scale)
+        self.feature_scale = scale
+
     # ------------------------------------------------------------------ scoring
 
     def scale_features(self, item_features: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -293,20 +248,16 @@ class VBPR(Recommender):
         return f / self.feature_scale
 
     def _item_side(self, item_features: np.ndarray | torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(E f_i for all i, beta_i + beta' . f_i for all i)`` for the given raw features."""
+        """``([gamma_i, E f_i] for all i, beta_i + beta' . f_i for all i)`` for the given raw features.
+
+        The collaborative and visual item factors side by side, so that a block of
+        scores is one matrix product with ``[gamma_u, theta_u]`` plus the bias
+        (:func:`torch.addmm`), about 2-3x faster on CPU than two products and two sums.
+        """
         f = self._features if item_features is None else self.scale_features(item_features)
         p = self.params
-        return f @ p.visual_projection, p.item_bias + f @ p.visual_bias
-
-    @contextlib.contextmanager
-    def _scoring_session(self, item_features: np.ndarray | torch.Tensor | None) -> Iterator[None]:
-        # The item side (E f_i, biases) is shared by all user blocks of one topk.
-        self._check_fitted()
-        self._session = (item_features, self._item_side(item_features))
-        try:
-            yield
-        finally:
-            self._session = None
+        factors = torch.cat((p.item_factors, f @ p.visual_projection), dim=1)
+        return factors, p.item_bias + f @ p.visual_bias
 
     def score(self, users: np.ndarray, item_features: np.ndarray | torch.Tensor | None = None) -> torch.Tensor:
         """Scores ``x_ui`` of ``users`` for all items.
@@ -327,18 +278,7 @@ class VBPR(Recommender):
         users_t = torch.as_tensor(self._check_users(users), device=self.device)
         wants_grad = torch.is_grad_enabled() and isinstance(item_features, torch.Tensor) and item_features.requires_grad
         with torch.set_grad_enabled(wants_grad):
-            if self._session is not None and self._session[0] is item_features:
-                visual, bias = self._session[1]
-            else:
-                visual, bias = self._item_side(item_features)
+            item_factors, bias = self._session_item_side(item_features)
             p = self.params
-            return (
-                bias.unsqueeze(0)
-                + p.user_factors[users_t] @ p.item_factors.T
-                + p.user_visual_factors[users_t] @ visual.T
-            )
-
-    def _check_fitted(self) -> None:
-        if self.params is None:
-            raise RuntimeError("VBPR is not fitted: call fit() first")
-        super()._check_fitted()
+            user_factors = torch.cat((p.user_factors[users_t], p.user_visual_factors[users_t]), dim=1)
+            return torch.addmm(bias.unsqueeze(0), user_factors, item_factors.T)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from rich.table import Table
@@ -11,7 +11,13 @@ from rich.table import Table
 from raygrid.config.loader import GridSpec
 
 #: Column headers: the papers' abbreviations for the attack metrics.
-SHORT_NAMES = {"success_rate": "SR", "feature_loss": "FL"}
+SHORT_NAMES = {"success_rate": "SR", "feature_loss": "FL", "ttest_p_chr_20": "p(chr_20)"}
+
+#: Per-user metrics tested against the no-attack twin. HR, Precision and the CHR
+#: count are left out: per user they are Recall, Recall / K and K x CHR, so their
+#: p-values would repeat those of Recall and CHR.
+TESTED_PREFIXES = ("recall_", "ndcg_", "efd_", "chr_", "ncdcg_")
+_UNTESTED_PREFIXES = ("chr_count_",)
 
 
 def attack_baselines(grid: GridSpec) -> dict[str, str]:
@@ -29,6 +35,36 @@ def attack_baselines(grid: GridSpec) -> dict[str, str]:
         twin = by_rest.get(_without_attack(trial.config_dict))
         if twin is not None:
             out[trial.name] = twin
+    return out
+
+
+def twin_significance(
+    outcomes: Mapping[str, Any], baselines: Mapping[str, str]
+) -> dict[str, dict[str, float]]:
+    """Paired tests of every attacked trial against its no-attack twin, per user.
+
+    Args:
+        outcomes: Trial name -> its :class:`~raygrid.pipeline.outcome.TrialOutcome`
+            (trials without one are skipped).
+        baselines: Trial name -> twin name, from :func:`attack_baselines`.
+
+    Returns:
+        Attacked trial name -> ``{ttest_p_<m>, wilcoxon_p_<m>, delta_<m>}`` for each
+        tested per-user metric ``m`` (see :data:`TESTED_PREFIXES`), to log to the
+        attacked trial's run. Twins themselves get nothing.
+    """
+    from raygrid.metrics.significance import paired_metrics
+
+    out: dict[str, dict[str, float]] = {}
+    for name, twin in baselines.items():
+        if name == twin or name not in outcomes or twin not in outcomes:
+            continue
+        treated, base = outcomes[name].per_user, outcomes[twin].per_user
+        names = [
+            m for m in treated
+            if m.startswith(TESTED_PREFIXES) and not m.startswith(_UNTESTED_PREFIXES) and m in base
+        ]
+        out[name] = paired_metrics(treated, base, names)
     return out
 
 

@@ -105,16 +105,6 @@ def two_group_problem(seed: int = 0):
     return np.array(users), np.array(items), test, features, user_group, item_group
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # These models are tiny: intra-op threads buy nothing and, on a busy 2-core
-    # machine, spin against each other (training then runs 5-30x slower).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def problem():
     return two_group_problem()
@@ -177,7 +167,7 @@ def test_vbpr_topk_never_scores_more_than_block_size_users(trained, monkeypatch)
 
 
 def test_vbpr_learns_visual_preferences(trained, problem):
-    users, items, test, _, _, _ = problem
+    _, items, test, _, _, _ = problem
     vbpr_recall = Recall(10)(trained.topk(10), test)
     # popularity baseline: most-interacted unseen items, the same for every user
     popularity = np.bincount(items, minlength=N_ITEMS).astype(float)
@@ -238,8 +228,8 @@ def test_zero_weight_extra_loss_term_trains_identically(problem):
 
     class ZeroAdversary(VBPR):
         def _training_loss(self, users, pos, neg):
-            delta = torch.zeros_like(self._features)
-            return super()._training_loss(users, pos, neg) + 0.0 * self._bpr_loss(users, pos, neg, feature_delta=delta)
+            shifted = self._pair_features(pos, neg) + 1.0
+            return super()._training_loss(users, pos, neg) + 0.0 * self._bpr_loss(users, pos, neg, shifted)
 
     users, items, _, features, _, _ = problem
     config = SMALL.model_copy(update={"epochs": 2})

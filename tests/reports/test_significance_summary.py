@@ -1,0 +1,31 @@
+"""Paired tests of attacked trials against their no-attack twins, as the runner logs them."""
+
+import numpy as np
+
+from raygrid.config.loader import build_grid
+from raygrid.pipeline.outcome import TrialOutcome
+from raygrid.reports.summary import attack_baselines, twin_significance
+from tests.conftest import tiny_grid_document
+
+
+def outcome(recall: np.ndarray) -> TrialOutcome:
+    per_user = {"recall_20": recall, "hr_20": recall, "chr_20": np.full(recall.size, 0.1), "chr_count_20": np.ones(recall.size)}
+    return TrialOutcome(metrics={}, per_user=per_user, artifacts={})
+
+
+def test_attacked_trials_are_tested_against_their_twin_and_twins_get_nothing():
+    grid = build_grid(tiny_grid_document())
+    baselines = attack_baselines(grid)
+    rng = np.random.default_rng(0)
+    clean = (rng.random(50) < 0.3).astype(float)
+    attacked = clean.copy()
+    attacked[:20] = 0.0  # the attack costs some users their hit
+    outcomes = {"none": outcome(clean), "fgsm_eps8": outcome(attacked), "pgd_eps8_steps3": outcome(clean)}
+    results = twin_significance(outcomes, baselines)
+    assert set(results) == {"fgsm_eps8", "pgd_eps8_steps3"}
+    fgsm = results["fgsm_eps8"]
+    # HR and the CHR count repeat Recall and CHR per user: not tested twice
+    assert set(fgsm) == {f"{t}_{m}" for t in ("ttest_p", "wilcoxon_p", "delta") for m in ("recall_20", "chr_20")}
+    assert fgsm["delta_recall_20"] < 0 and fgsm["ttest_p_recall_20"] < 0.05
+    assert results["pgd_eps8_steps3"]["ttest_p_recall_20"] == 1.0  # identical per-user values
+    assert twin_significance({"fgsm_eps8": outcome(attacked)}, baselines) == {}  # twin missing: skipped
