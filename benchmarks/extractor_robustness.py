@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from raygrid.config.loader import load_grid
 import raygrid.components  # noqa: F401  (registers the components)
+from raygrid.config.loader import load_grid
 from raygrid.registry import DATASETS, EXTRACTORS
 
 DEMO = Path(__file__).resolve().parents[1] / "experiments" / "demo.yaml"

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Optional, TypeVar
+from typing import TypeVar
 
 import typer
 from rich.console import Console
@@ -29,7 +29,7 @@ DataRootOption = typer.Option(
 )
 
 
-def _variables(data_root: Optional[Path]) -> dict[str, str]:
+def _variables(data_root: Path | None) -> dict[str, str]:
     """Grid-file variables set on the command line (``--data-root`` -> ``RAYGRID_DATA_ROOT``, made absolute)."""
     return {} if data_root is None else {"RAYGRID_DATA_ROOT": str(data_root.expanduser().resolve())}
 
@@ -54,8 +54,8 @@ def _logging(verbose: bool) -> None:
 @app.command()
 def validate(
     file: Path = typer.Argument(..., help="Grid file (YAML)."),
-    set_: Optional[list[str]] = SetOption,
-    data_root: Optional[Path] = DataRootOption,
+    set_: list[str] | None = SetOption,
+    data_root: Path | None = DataRootOption,
 ) -> None:
     """Expand and validate every grid point; print the count and the trial names."""
     from raygrid.config.loader import load_grid
@@ -69,10 +69,10 @@ def validate(
 @app.command()
 def run(
     file: Path = typer.Argument(..., help="Grid file (YAML)."),
-    set_: Optional[list[str]] = SetOption,
-    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (default: start a local Ray)."),
+    set_: list[str] | None = SetOption,
+    address: str | None = typer.Option(None, "--address", help="Ray cluster to join (default: start a local Ray)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log stage progress."),
-    data_root: Optional[Path] = DataRootOption,
+    data_root: Path | None = DataRootOption,
 ) -> None:
     """Run every trial of a grid on Ray Tune and record it in MLflow."""
     from raygrid.config.loader import load_grid
@@ -90,7 +90,7 @@ def run(
 def resume(
     name: str = typer.Argument(..., help="Grid name (its MLflow experiment)."),
     tracking: str = TrackingOption,
-    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join."),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster to join."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Re-run the trials of a grid's latest session that did not finish, in their own MLflow runs."""
@@ -125,10 +125,10 @@ def _restore_variables(name: str, tracking: str) -> None:
 @app.command()
 def data(
     file: Path = typer.Argument(..., help="Grid file, or dataset file such as experiments/datasets/var_amazon_men.yaml."),
-    set_: Optional[list[str]] = SetOption,
-    data_root: Optional[Path] = DataRootOption,
+    set_: list[str] | None = SetOption,
+    data_root: Path | None = DataRootOption,
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log preprocessing and image decoding."),
-    log_to: Optional[str] = typer.Option(
+    log_to: str | None = typer.Option(
         None, "--log", help="Also log the statistics to this MLflow store (experiment 'datasets', one run per dataset)."
     ),
 ) -> None:
@@ -214,7 +214,7 @@ def ui(
     """Start the MLflow UI on the local store, bound to 127.0.0.1."""
     from raygrid.tracking.store import resolve_tracking
 
-    def local_store():  # noqa: ANN202
+    def local_store():
         target = resolve_tracking(tracking)
         if not target.is_server and not Path(target.uri[len("sqlite:///") :]).is_file():
             raise RaygridError(f"no MLflow store in {target.artifact_root.parent}; run a grid first or pass --tracking")
@@ -274,7 +274,7 @@ class _progress:
             self.bar.close()
 
 
-def _print_outcome(outcome) -> None:  # noqa: ANN001
+def _print_outcome(outcome) -> None:
     from raygrid.grid.runner import KEY_METRICS
     from raygrid.reports.summary import attack_baselines, stages_table, trials_table
 

@@ -79,7 +79,7 @@ def _section_type(registry: Registry[Any]) -> Any:
         raise RuntimeError(f"no {registry.kind} is registered")
     if len(models) == 1:
         return models[0]
-    return Annotated[Union[tuple(models)], Field(discriminator="name")]  # type: ignore[valid-type]
+    return Annotated[Union[tuple(models)], Field(discriminator="name")]  # type: ignore[valid-type]  # noqa: UP007 (built at run time)
 
 
 _MODEL_CACHE: dict[tuple[Any, ...], type[BaseModel]] = {}

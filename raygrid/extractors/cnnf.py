@@ -23,7 +23,7 @@ fc8    ``out_dim`` (DVBPR: the embedding length K, 100 in the AIP study)
 =====  =====================================================================
 
 An adaptive average pool to 6x6 before fc6 lets the network take any image
-side of at least 35 px (at 224 px it is the identity), so the demo's small
+side of at least 39 px (at 224 px it is the identity), so the demo's small
 images work too. Dropout is active only in training mode: :meth:`CNNF.eval`
 makes the network deterministic (the published AIP port left dropout on at
 evaluation, so its scores were noisy). Inputs are ``[0, 1]`` images;
@@ -43,8 +43,9 @@ from raygrid.extractors.base import IMAGENET_MEAN, IMAGENET_STD, Extractor
 from raygrid.extractors.training import TrainingConfig, TrainingMode
 from raygrid.registry import EXTRACTORS
 
-MIN_SIDE = 35
-"""Smallest image side CNN-F takes (conv1's 11 px window at stride 4, then three 3/2 pools)."""
+MIN_SIDE = 39
+"""Smallest image side CNN-F takes: conv1 (11 px at stride 4) must leave 8 px so that
+the three ceil-mode 3/2 max pools each keep at least one window (39 -> 8 -> 4 -> 2 -> 1)."""
 
 
 class CNNF(nn.Module):

@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 COORDINATOR_MEMORY = 256 * 1024**2
 
 #: Metrics shown in summaries and ``raygrid status``.
-KEY_METRICS = ("success_rate", "feature_loss", "recall_20", "ndcg_20", "chr_20", "ncdcg_20")
+KEY_METRICS = ("success_rate", "feature_loss", "recall_20", "ndcg_20", "chr_20", "ncdcg_20", "ttest_p_chr_20")
 
 
 @dataclass
@@ -89,12 +89,13 @@ class GridOutcome:
 
 
 def trial_tags(trial: TrialSpec, grid: GridSpec) -> dict[str, str]:
-    """MLflow tags of a trial run: its components, grid key, config hash, git commit."""
+    """MLflow tags of a trial run: its components (defense included), grid key, config hash, git commit."""
     return {
         "dataset": trial.component("data"),
         "extractor": trial.component("extractor"),
         "attack": trial.component("attack"),
         "recommender": trial.component("recommender"),
+        "defense": trial.component("defense"),
         CONFIG_HASH_TAG: trial.config_hash,
         "raygrid.grid": grid.name,
         "git_commit": git_commit(),
@@ -161,6 +162,7 @@ def run_grid(
                     done=len(to_run) - len(rest), total=len(to_run),
                 )
             outcome.stages = _merge_stage_rows(ledger.rows(), broker_rows)
+            _log_significance(tracker, grid, runs, graphs, cache)
             outcome.trials = _final_states(tracker, experiment_id, grid_run_id, grid, to_run, results)
         except BaseException:
             tracker.set_status(grid_run_id, "FAILED", error="the driver stopped before the grid finished")
@@ -253,6 +255,28 @@ def _serve_cached(
         if progress is not None:
             progress.trial_done(ledger.total(CACHED), len(trials), trial.name, "FINISHED")
     return ledger, rest
+
+
+def _log_significance(
+    tracker: GridTracker, grid: GridSpec, runs: dict[str, str], graphs: dict[str, StageSpec], cache: StageCache
+) -> None:
+    """Log paired tests of every attacked trial against its no-attack twin to the attacked trial's run.
+
+    The per-user values are read back from the stage cache, where every finished
+    trial's outcome lies; trials without a cached outcome (failed) are skipped.
+    """
+    from raygrid.reports.summary import attack_baselines, twin_significance
+
+    baselines = attack_baselines(grid)
+    outcomes = {}
+    for name in set(baselines) | set(baselines.values()):
+        try:
+            outcomes[name] = cache.load(graphs[name])
+        except CacheMiss:
+            continue
+    for name, values in twin_significance(outcomes, baselines).items():
+        if values and name in runs:
+            tracker.log_trial(runs[name], values, {})
 
 
 def _merge_stage_rows(*tables: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -486,7 +510,7 @@ class ProgressSink(Protocol):
 class _ProgressCallback:
     """Tune callback forwarding finished trials, and the broker's stage progress, to a sink."""
 
-    def __new__(cls, done: int, total: int, sink: ProgressSink, broker: Any):  # noqa: D102
+    def __new__(cls, done: int, total: int, sink: ProgressSink, broker: Any):
         from ray.tune import Callback
 
         class Forward(Callback):
@@ -494,7 +518,7 @@ class _ProgressCallback:
                 self.done = done
                 self.polled = 0.0
 
-            def on_step_end(self, iteration, trials, **info):  # noqa: ANN001
+            def on_step_end(self, iteration, trials, **info):
                 if time.monotonic() - self.polled < 1.0:
                     return
                 self.polled = time.monotonic()
@@ -506,11 +530,11 @@ class _ProgressCallback:
                     return
                 sink.stages(state["done"], state["submitted"], state["running"])
 
-            def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001
+            def on_trial_complete(self, iteration, trials, trial, **info):
                 self.done += 1
                 sink.trial_done(self.done, total, trial.config["trial"], "FINISHED")
 
-            def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
+            def on_trial_error(self, iteration, trials, trial, **info):
                 self.done += 1
                 sink.trial_done(self.done, total, trial.config["trial"], "FAILED")
 

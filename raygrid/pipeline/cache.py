@@ -60,7 +60,7 @@ class StageCache:
             return record["value"]
         except FileNotFoundError:
             raise CacheMiss(spec.key) from None
-        except Exception as exc:  # noqa: BLE001  (any unreadable entry is a miss)
+        except Exception as exc:
             log.warning("cache entry %s is unreadable (%s); recomputing it", path, exc)
             path.unlink(missing_ok=True)
             raise CacheMiss(spec.key) from exc

@@ -1,6 +1,6 @@
 """The papers' experiments as readable walks over the stages; importing registers their stages."""
 
-from raygrid.studies import var  # noqa: F401
+from raygrid.studies import var
 
 #: Graph builders by study name: ``builder(trial_config, resources) -> StageSpec`` of the trial's final stage.
 STUDIES = {"var": var.var_trial_graph}

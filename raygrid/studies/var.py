@@ -12,7 +12,11 @@ One trial is dataset x extractor x attack x recommender. Reading
    images, and measure the success rate and realised distances on what was stored.
 5. ``attacked_features``: the catalogue's features after the attack, extracted
    with the trial's own extractor (so defended trials never mix in undefended
-   features, unlike the published code), and the feature loss.
+   features, unlike the published code), and the feature loss. With a
+   ``defense`` (JPEG, bit depth, ...), the images go through it before
+   extraction: every catalogue image (an extra ``features`` node on the
+   defended catalogue) or only the attacked ones; the attack itself, crafted
+   against the undefended extractor, is shared with the undefended trials.
 6. ``recommender`` (the trial's own work): train the recommender on the attacked
    catalogue and evaluate ranking and category metrics of the origin items.
 
@@ -97,7 +101,8 @@ class AdversarialImages:
         origin: Origin class index; ``target``: target class index.
         origin_name: Origin class name; ``target_name``: target class name.
         metrics: success rate on the stored images, realised L-inf (0-255 units) and
-            L2 ([0, 1] units) distances, number of attacked items, seconds per image.
+            L2 ([0, 1] units) distances (mean and max), number of attacked items,
+            seconds per image.
         distances: Per-item realised ``linf`` and ``l2`` distances.
         changed: ``bool`` per attacked item: whether its stored image differs from the original.
         preview_png: PNG of original / adversarial / amplified difference for a sample.
@@ -131,7 +136,7 @@ def var_trial_graph(config: BaseModel, resources: ResourcesConfig | None = None)
         r = resources.for_stage(res or name)
         return StageSpec(stage=name, params=params, inputs=inputs, cpu=r.cpu, gpu=r.gpu)
 
-    dump = lambda section: getattr(config, section).model_dump(mode="json")  # noqa: E731
+    dump = lambda section: getattr(config, section).model_dump(mode="json")
     seed = config.seed  # type: ignore[attr-defined]
     categories = config.categories.model_dump(mode="json")  # type: ignore[attr-defined]
 
@@ -143,7 +148,22 @@ def var_trial_graph(config: BaseModel, resources: ResourcesConfig | None = None)
         {"attack": dump("attack"), "categories": categories, "seed": seed},
         {"dataset": dataset, "extractor": extractor, "features": clean},
     )
-    attacked = node("attacked_features", {}, {"extractor": extractor, "features": clean, "attack": attack})
+    # A defense changes what the extractor sees, not what the attacker crafted against the
+    # undefended extractor: its params key only the stages after the attack.
+    defense = dump("defense")
+    if defense["name"] == "none":
+        attacked = node("attacked_features", {}, {"extractor": extractor, "features": clean, "attack": attack})
+    elif defense.get("apply_to", "all") == "all":
+        defended = node("features", {"defense": defense}, {"dataset": dataset, "extractor": extractor})
+        attacked = node(
+            "attacked_features", {"defense": defense}, {"extractor": extractor, "features": defended, "attack": attack}
+        )
+    else:  # only the attacked items' images go through the defense
+        attacked = node(
+            "attacked_features",
+            {"defense": defense},
+            {"dataset": dataset, "extractor": extractor, "features": clean, "attack": attack},
+        )
     return node(
         "recommender",
         {"recommender": dump("recommender"), "metrics": config.metrics.model_dump(mode="json"), "seed": seed},  # type: ignore[attr-defined]
@@ -155,11 +175,20 @@ def var_trial_graph(config: BaseModel, resources: ResourcesConfig | None = None)
 # --------------------------------------------------------------------------- the stages
 
 
-@stage("dataset", version=1)
+@stage("dataset", version=2)
 def load_dataset(params: dict[str, Any], inputs: dict[str, Any], ctx: StageContext) -> Dataset:
-    """Load the dataset named by ``params['data']``."""
+    """Load the dataset named by ``params['data']``.
+
+    Real sources decode their images into the image store (see
+    :mod:`raygrid.data.image_store`); the Dataset then pickles as a reference to
+    it, so this stage's cache entry and its Ray object stay small. Version 2:
+    the Dataset gained validation and cold items, source ids and statistics.
+    """
     source_cls = DATASETS.get(params["data"]["name"])
-    return source_cls(source_cls.Config.model_validate(params["data"])).load()
+    dataset = source_cls(source_cls.Config.model_validate(params["data"])).load()
+    log.info("dataset %s: %d users, %d items, %d training interactions",
+             dataset.name, dataset.n_users, dataset.n_items, dataset.n_train)
+    return dataset
 
 
 @stage("extractor", version=2)
@@ -178,17 +207,38 @@ def train_extractor_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: S
 
 @stage("features", version=1)
 def clean_features_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: StageContext) -> CatalogueFeatures:
-    """Features and predicted classes of every clean item image."""
+    """Features and predicted classes of every clean item image (after ``params['defense']``, if given).
+
+    Without a ``defense`` param these are the undefended features the attacker
+    sees; with one, every catalogue image goes through the defense first (the
+    ``apply_to: all`` setting), so the defense keys only this extra node.
+    """
+    from raygrid.defenses.base import build_defense
     from raygrid.extractors.extract import extract
 
     model = inputs["extractor"].build(ctx.device)
-    features, classes = extract(model, inputs["dataset"].images, device=ctx.device)
-    return CatalogueFeatures(features, classes)
+    images = inputs["dataset"].images
+    if "defense" not in params:
+        features, classes = extract(model, images, device=ctx.device)
+        return CatalogueFeatures(features, classes)
+    # Defend and extract chunk by chunk: a large catalogue is never held twice in memory.
+    defense = build_defense(params["defense"])
+    parts = [
+        extract(model, defense(np.ascontiguousarray(images[start : start + 4096])), device=ctx.device)
+        for start in range(0, len(images), 4096)
+    ]
+    return CatalogueFeatures(np.concatenate([f for f, _ in parts]), np.concatenate([c for _, c in parts]))
 
 
-@stage("attack", version=3)
+@stage("attack", version=4)
 def attack_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: StageContext) -> AdversarialImages:
-    """Attack the origin items' images towards the target class and store them as 8-bit images."""
+    """Attack the origin items' images towards the target class and store them as 8-bit images.
+
+    A targeted attack gets the target class as labels and its success rate is the
+    share of stored images classified as the target; an untargeted one gets the
+    origin class and its success rate is the share no longer classified as the
+    origin. Version 4: untargeted attacks, ``l2_realised_max``.
+    """
     from raygrid.attacks.base import OutputSelector
     from raygrid.attacks.run import attack_images
     from raygrid.attacks.storage import realised_distances
@@ -207,7 +257,7 @@ def attack_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: StageConte
     attack = attack_cls(attack_cls.Config.model_validate(params["attack"]))
     model = trained.build(ctx.device)
     originals = np.ascontiguousarray(dataset.images[items])
-    labels = np.full(len(items), target, dtype=np.int64)
+    labels = np.full(len(items), target if attack.targeted else origin, dtype=np.int64)
 
     buffer = io.BytesIO()
     if len(items):
@@ -227,10 +277,11 @@ def attack_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: StageConte
         stored_classes = np.zeros(0, dtype=np.int64)
     metrics = {
         "n_attacked": float(len(items)),
-        "success_rate": success_rate(stored_classes, labels, targeted=True),  # on the stored 8-bit images
+        "success_rate": success_rate(stored_classes, labels, targeted=attack.targeted),  # on the stored 8-bit images
         "linf_realised_mean": _mean(distances["linf"]),
         "linf_realised_max": float(np.max(distances["linf"])) if len(items) else float("nan"),
         "l2_realised_mean": _mean(distances["l2"]),
+        "l2_realised_max": float(np.max(distances["l2"])) if len(items) else float("nan"),
         "attack_seconds_per_image": seconds / max(len(items), 1),
     }
     return AdversarialImages(
@@ -247,7 +298,7 @@ def attack_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: StageConte
     )
 
 
-@stage("attacked_features", version=2)
+@stage("attacked_features", version=3)
 def attacked_features_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: StageContext) -> CatalogueFeatures:
     """The catalogue's features with the attacked items' stored images, and the feature loss.
 
@@ -255,27 +306,67 @@ def attacked_features_stage(params: dict[str, Any], inputs: dict[str, Any], ctx:
     in eval mode, so re-extracting just the changed images equals re-extracting the
     whole catalogue with the trial's extractor; unchanged items keep their clean
     features bit for bit (so the no-attack trial has a feature loss of exactly 0).
-    """
-    from raygrid.extractors.extract import extract
-    from raygrid.metrics.attack import feature_loss
 
-    clean: CatalogueFeatures = inputs["features"]
+    With a ``defense`` param, every image reaching the extractor goes through it:
+    with ``apply_to: all`` the input ``features`` are already the defended
+    catalogue's and the changed images are defended before extraction; with
+    ``apply_to: attacked`` the attacked items' images (clean for reference, and
+    adversarial) are defended and every other item keeps its undefended features.
+    The feature loss compares each attacked item's features with and without the
+    attack under the same defense, and ``success_rate_defended`` is the share of
+    attacked items the extractor classifies as the target after the defense.
+    Version 3: defenses, ``feature_rmse``.
+    """
+    from raygrid.defenses.base import build_defense
+    from raygrid.extractors.extract import extract
+    from raygrid.metrics.attack import feature_loss, feature_rmse, success_rate
+
+    base: CatalogueFeatures = inputs["features"]
     adv: AdversarialImages = inputs["attack"]
-    features = clean.features.copy()
-    classes = clean.classes.copy()
+    defense = build_defense(params["defense"]) if "defense" in params else None
+    features = base.features.copy()
+    classes = base.classes.copy()
+    model = inputs["extractor"].build(ctx.device) if adv.changed.any() or defense is not None else None
+    if defense is not None and defense.apply_to == "attacked":
+        reference = features[:0]
+        if len(adv.items):
+            clean_images = np.ascontiguousarray(inputs["dataset"].images[adv.items])
+            reference, reference_classes = extract(model, defense(clean_images), device=ctx.device)
+            features[adv.items], classes[adv.items] = reference, reference_classes
+    else:
+        reference = base.features[adv.items]
     changed = adv.items[adv.changed]
     if len(changed):
-        model = inputs["extractor"].build(ctx.device)
-        features[changed], classes[changed] = extract(model, adv.images[adv.changed], device=ctx.device)
-    loss = feature_loss(clean.features[adv.items], features[adv.items]) if len(adv.items) else float("nan")
-    return CatalogueFeatures(features, classes, {"feature_loss": loss})
+        images = adv.images[adv.changed]
+        features[changed], classes[changed] = extract(
+            model, defense(images) if defense is not None else images, device=ctx.device
+        )
+    metrics = {"feature_loss": float("nan"), "feature_rmse": float("nan")}
+    if len(adv.items):
+        metrics = {
+            "feature_loss": feature_loss(reference, features[adv.items]),
+            "feature_rmse": feature_rmse(reference, features[adv.items]),
+        }
+    if defense is not None:
+        target = np.full(len(adv.items), adv.target, dtype=np.int64)
+        metrics["success_rate_defended"] = success_rate(classes[adv.items], target, targeted=True)
+    return CatalogueFeatures(features, classes, metrics)
 
 
-@stage("recommender", version=1)
+@stage("recommender", version=2)
 def recommender_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: StageContext) -> TrialOutcome:
     """Train the recommender on the (attacked) catalogue features and evaluate it."""
-    from raygrid.metrics.category import CHR, NCDCG, CHRCount, NCDCGGlobal
-    from raygrid.metrics.ranking import NDCG, Recall
+    from raygrid.metrics.beyond import (
+        EFD,
+        Gini,
+        GiniDiversity,
+        ItemCoverage,
+        ItemCoverageShare,
+        item_novelty,
+        item_user_counts,
+    )
+    from raygrid.metrics.category import CHR, NCDCG, CHRCount, NCDCGGlobal, seen_category_counts
+    from raygrid.metrics.ranking import NDCG, HitRate, Precision, Recall
 
     dataset: Dataset = inputs["dataset"]
     features: CatalogueFeatures = inputs["features"]
@@ -286,7 +377,15 @@ def recommender_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: Stage
     rec_cls = RECOMMENDERS.get(params["recommender"]["name"])
     recommender = rec_cls(rec_cls.Config.model_validate(params["recommender"]), seed=params["seed"], device=ctx.device)
     start = time.perf_counter()
-    recommender.fit(dataset.n_users, dataset.n_items, dataset.train_users, dataset.train_items, features.features)
+    # Image recommenders (DVBPR) learn from the catalogue's images, with the attacked ones swapped in.
+    content = features.features
+    if getattr(rec_cls, "input_kind", "features") == "images":
+        content = np.array(dataset.images)
+        content[adv.items] = adv.images
+    recommender.fit(
+        dataset.n_users, dataset.n_items, dataset.train_users, dataset.train_items, content,
+        validation_items=getattr(dataset, "validation_items", None),
+    )
     fit_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -296,15 +395,17 @@ def recommender_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: Stage
 
     category = np.zeros(dataset.n_items, dtype=bool)
     category[adv.items] = True
-    seen_in_category = np.bincount(
-        dataset.train_users[category[dataset.train_items]], minlength=dataset.n_users
-    )
+    seen_in_category = seen_category_counts(dataset.n_users, dataset.train_users, dataset.train_items, category)
+    novelty = item_novelty(item_user_counts(dataset.train_users, dataset.train_items, dataset.n_items), dataset.n_users)
 
     metrics: dict[str, float] = {}
     per_user: dict[str, np.ndarray] = {}
     for k in cutoffs:
-        for metric in (Recall(k), NDCG(k)):
+        for metric in (Recall(k), NDCG(k), HitRate(k), Precision(k)):
             per_user[metric.name] = metric.per_user(top, dataset.test_items)
+        per_user[EFD(k).name] = EFD(k).per_user(top, dataset.test_items, novelty)
+        for metric in (ItemCoverage(k), ItemCoverageShare(k), Gini(k), GiniDiversity(k)):  # catalogue-level
+            metrics[metric.name] = metric(top, dataset.n_items)
         for metric in (CHR(k), CHRCount(k)):
             per_user[metric.name] = metric.per_user(top, category)
         for metric in (NCDCG(k), NCDCGGlobal(k)):
@@ -313,6 +414,10 @@ def recommender_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: Stage
         metrics[name] = _mean(values)
 
     metrics.update({f"extractor_{k}": float(v) for k, v in trained.metrics.items()})
+    from raygrid.data.stats import dataset_stats, metric_safe
+
+    # The dataset's Table 1 counts (users, items, interactions, density, per category).
+    metrics.update({metric_safe(f"data_{k}"): float(v) for k, v in dataset_stats(dataset).items()})
     metrics.update(adv.metrics)
     metrics.update(features.metrics)
     metrics.update({"fit_seconds": fit_seconds, "eval_seconds": eval_seconds})
@@ -324,7 +429,13 @@ def recommender_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: Stage
             f"{i},{li:.0f},{l2:.6f}" for i, li, l2 in zip(adv.items, adv.distances["linf"], adv.distances["l2"])
         ]
         artifacts["attack/realised_distances.csv"] = ("\n".join(rows) + "\n").encode()
-    info = {"origin": adv.origin_name, "target": adv.target_name, "n_attacked": int(len(adv.items))}
+    if adv.changed.any():  # the whole stored adversarial set, lossless, with item ids
+        from raygrid.attacks.storage import image_archive
+
+        artifacts["attack/adversarial_images.npz"] = image_archive(
+            adv.items, adv.images, origin=adv.origin_name, target=adv.target_name
+        )
+    info = {"origin": adv.origin_name, "target": adv.target_name, "n_attacked": len(adv.items)}
     return TrialOutcome(metrics=metrics, per_user=per_user, artifacts=artifacts, info=info)
 
 

@@ -105,7 +105,7 @@ def check_tracking(target: TrackingTarget, timeout: float = 5.0) -> None:
     if target.is_server:
         url = f"{target.uri}/health"
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (user-given URL)
+            with urllib.request.urlopen(url, timeout=timeout) as response:
                 if response.status != 200:
                     raise TrackingError(f"MLflow server {target.uri} answered {response.status} on /health; check the server")
         except (TimeoutError, urllib.error.URLError, ConnectionError, OSError) as exc:
@@ -130,7 +130,7 @@ def retry(fn: Callable[[], T], *, what: str, attempts: int = 6, first_delay: flo
     for attempt in range(1, attempts + 1):
         try:
             return fn()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             text = str(exc).lower()
             transient = any(s in text for s in ("locked", "busy", "timed out", "connection", "temporarily", "503", "502"))
             if not transient or attempt == attempts:

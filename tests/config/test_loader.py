@@ -27,10 +27,15 @@ def test_demo_grid_expands_to_extractors_x_attacks_x_recommender():
     grid = load_grid(ROOT / "experiments" / "demo.yaml")
     assert grid.name == "demo"
     attacks = ["none", "fgsm_eps4", "fgsm_eps8", "pgd_eps4", "pgd_eps8"]
+    recommenders = ["fm_epochs30", "vbpr_epochs10", "amr_epochs10"]
     assert [t.name for t in grid.trials] == [
-        f"{training}-{attack}-vbpr" for training in ("standard", "adversarial", "free_adversarial") for attack in attacks
+        f"{training}-{attack}-{rec}"
+        for training in ("standard", "adversarial", "free_adversarial")
+        for attack in attacks
+        for rec in recommenders
     ]
-    pgd8 = grid.trial("free_adversarial-pgd_eps8-vbpr").config
+    assert grid.trial("standard-none-fm_epochs30").config.recommender.name == "fm"
+    pgd8 = grid.trial("free_adversarial-pgd_eps8-vbpr_epochs10").config
     assert pgd8.attack.name == "pgd" and pgd8.attack.eps == 8 and pgd8.attack.steps == 10
     assert pgd8.extractor.training == "free_adversarial" and pgd8.extractor.replays == 4
 

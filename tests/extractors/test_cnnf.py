@@ -50,8 +50,9 @@ def test_initialisation_is_seeded_and_leaves_the_global_rng_alone() -> None:
 
 
 def test_too_small_images_and_bad_sizes_are_refused_clearly() -> None:
-    with pytest.raises(ValueError, match="at least 35 px"):
-        CNNF(5, fc_dim=16)(_images(1, 32))
+    with pytest.raises(ValueError, match="at least 39 px"):
+        CNNF(5, fc_dim=16)(_images(1, 38))
+    assert CNNF(5, fc_dim=16).eval()(_images(1, 39)).shape == (1, 5)  # the smallest side that works
     with pytest.raises(ValueError, match="out_dim"):
         CNNF(0)
     with pytest.raises(ValidationError):

@@ -66,7 +66,7 @@ def test_grid_runs_tracks_serves_from_cache_and_resumes(tmp_path, monkeypatch):
     assert attacked.data.metrics["feature_loss"] > 0
     assert attacked.data.metrics["linf_realised_max"] <= 8
     artifacts = {a.path for a in tracker.client.list_artifacts(attacked.info.run_id, "attack")}
-    assert artifacts == {"attack/preview.png", "attack/realised_distances.csv"}
+    assert artifacts == {"attack/preview.png", "attack/realised_distances.csv", "attack/adversarial_images.npz"}
     assert runs["none"].data.metrics["feature_loss"] == 0
 
     # A second run of the same grid computes nothing: every trial's product is served from the cache.
