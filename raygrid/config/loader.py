@@ -147,7 +147,11 @@ def build_grid(
         raise ConfigError(f"{source}: {format_validation_error(exc)}") from None
 
     model = trial_model()
-    axes = list(settings.grid.items())
+    # A mapping value may name itself: ``{label: traditional, name: resnet50, ...}``; the
+    # label names the trial and is not a setting.
+    named = [(axis, [_split_label(v, axis, source) for v in values]) for axis, values in settings.grid.items()]
+    axes = [(axis, [value for value, _ in pairs]) for axis, pairs in named]
+    chosen = {axis: [label for _, label in pairs] for axis, pairs in named}
     for axis, values in axes:
         head = axis.split(".")[0]
         if head not in model.model_fields or head == "name":
@@ -173,7 +177,11 @@ def build_grid(
     for positions in itertools.product(*(range(len(values)) for _, values in axes)) if axes else [()]:
         combo = tuple(values[p] for (_, values), p in zip(axes, positions))
         labels = tuple(
-            written[axis][p] if isinstance(written.get(axis), list) and len(written[axis]) == len(values) else combo[n]
+            chosen[axis][p]
+            if chosen[axis][p] is not None
+            else written[axis][p]
+            if isinstance(written.get(axis), list) and len(written[axis]) == len(values)
+            else combo[n]
             for n, ((axis, values), p) in enumerate(zip(axes, positions))
         )
         point = copy.deepcopy(trial_part)
@@ -258,6 +266,19 @@ def parse_override(item: str) -> tuple[str, Any]:
     except yaml.YAMLError:
         value = raw
     return key.strip(), value
+
+
+def _split_label(value: Any, axis: str, source: str) -> tuple[Any, str | None]:
+    """``(value without its label key, the label)`` of one axis value; ``(value, None)`` when it has none."""
+    if not isinstance(value, dict) or "label" not in value:
+        return value, None
+    rest = {k: v for k, v in value.items() if k != "label"}
+    label = value["label"]
+    if not isinstance(label, (str, int, float)) or not axis_label(label):
+        raise ConfigError(
+            f"{source}: grid axis {axis!r}: label {label!r} gives no name; use letters, digits, '.' or '_'"
+        )
+    return rest, axis_label(label)
 
 
 def axis_label(value: Any) -> str:

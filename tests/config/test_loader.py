@@ -27,15 +27,15 @@ def test_demo_grid_expands_to_extractors_x_attacks_x_recommender():
     grid = load_grid(ROOT / "experiments" / "demo.yaml")
     assert grid.name == "demo"
     attacks = ["none", "fgsm_eps4", "fgsm_eps8", "pgd_eps4", "pgd_eps8"]
-    recommenders = ["fm_epochs30", "vbpr_epochs10", "amr_epochs10"]
+    recommenders = ["fm", "vbpr", "amr"]  # the axis values' labels
     assert [t.name for t in grid.trials] == [
         f"{training}-{attack}-{rec}"
         for training in ("standard", "adversarial", "free_adversarial")
         for attack in attacks
         for rec in recommenders
     ]
-    assert grid.trial("standard-none-fm_epochs30").config.recommender.name == "fm"
-    pgd8 = grid.trial("free_adversarial-pgd_eps8-vbpr_epochs10").config
+    assert grid.trial("standard-none-fm").config.recommender.name == "fm"
+    pgd8 = grid.trial("free_adversarial-pgd_eps8-vbpr").config
     assert pgd8.attack.name == "pgd" and pgd8.attack.eps == 8 and pgd8.attack.steps == 10
     assert pgd8.extractor.training == "free_adversarial" and pgd8.extractor.replays == 4
 
@@ -47,6 +47,18 @@ def test_cartesian_product_in_axis_order_with_whole_section_replacement():
     assert grid.trial("pgd_eps8-1").config.attack.steps == 10
     assert grid.trial("none-2").config.recommender.epochs == 2
     assert grid.trial("none-2").axes == {"attack": {"name": "none"}, "recommender.epochs": 2}
+
+
+def test_a_labelled_axis_value_names_the_trial_and_is_not_a_setting():
+    doc = grid_doc()
+    doc["grid"]["attack"] = [{"label": "clean", "name": "none"}, {"label": "strong pgd", "name": "pgd", "eps": 8}]
+    grid = build_grid(doc)
+    assert [t.name for t in grid.trials] == ["clean-1", "clean-2", "strongpgd-1", "strongpgd-2"]
+    assert grid.trial("strongpgd-1").config.attack.eps == 8
+    assert grid.trial("clean-1").axes["attack"] == {"name": "none"}  # the label is not part of the setting
+    doc["grid"]["attack"] = [{"label": "/", "name": "none"}]
+    with pytest.raises(ConfigError, match="grid axis 'attack': label '/' gives no name"):
+        build_grid(doc)
 
 
 def test_unknown_key_names_its_path():
