@@ -14,16 +14,16 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from raygrid.attacks.threat import ThreatModel
-from raygrid.config.base import ComponentConfig
+from raygrid.config.base import Configured
 
 
-class Attack(ABC):
+class Attack(Configured, ABC):
     """An adversarial attack on images in pixel space [0, 1].
 
     Subclasses set ``Config`` (a :class:`ComponentConfig` whose ``name`` is
@@ -39,15 +39,6 @@ class Attack(ABC):
           true class ids otherwise.
         - output: ``(N, 3, H, W)``, detached, same dtype and device, in [0, 1].
     """
-
-    Config: ClassVar[type[ComponentConfig]]
-
-    def __init__(self, config: ComponentConfig | None = None) -> None:
-        if config is None:
-            config = self.Config()
-        if not isinstance(config, self.Config):
-            raise TypeError(f"{type(self).__name__} needs a {type(self).__name__}.Config, got {type(config).__name__}")
-        self.config = config
 
     @property
     @abstractmethod

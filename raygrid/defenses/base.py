@@ -12,11 +12,11 @@ a merchant uploads. Defenses are built from configs through the registry::
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import numpy as np
 
-from raygrid.config.base import ComponentConfig
+from raygrid.config.base import ComponentConfig, Configured
 
 #: Which item images a defense transforms: every catalogue image, or only the attacked items' ones.
 ApplyTo = Literal["all", "attacked"]
@@ -36,7 +36,7 @@ class DefenseConfig(ComponentConfig):
     apply_to: ApplyTo = "all"
 
 
-class Defense(ABC):
+class Defense(Configured, ABC):
     """An image-space defense: ``uint8`` images in, transformed ``uint8`` images out.
 
     Subclasses set ``Config`` (whose ``name`` is ``Literal[<registered name>]``)
@@ -49,15 +49,6 @@ class Defense(ABC):
         - images: ``uint8`` ``(N, H, W, 3)`` RGB, not modified (may be read-only).
         - output: a new ``uint8`` array of the same shape.
     """
-
-    Config: ClassVar[type[ComponentConfig]]
-
-    def __init__(self, config: ComponentConfig | None = None) -> None:
-        if config is None:
-            config = self.Config()
-        if not isinstance(config, self.Config):
-            raise TypeError(f"{type(self).__name__} needs a {type(self).__name__}.Config, got {type(config).__name__}")
-        self.config = config
 
     @property
     def apply_to(self) -> ApplyTo:
