@@ -356,6 +356,7 @@ def attacked_features_stage(params: dict[str, Any], inputs: dict[str, Any], ctx:
 @stage("recommender", version=2)
 def recommender_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: StageContext) -> TrialOutcome:
     """Train the recommender on the (attacked) catalogue features and evaluate it."""
+    from raygrid.data.stats import dataset_stats, metric_safe
     from raygrid.metrics.beyond import (
         EFD,
         Gini,
@@ -414,8 +415,6 @@ def recommender_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: Stage
         metrics[name] = _mean(values)
 
     metrics.update({f"extractor_{k}": float(v) for k, v in trained.metrics.items()})
-    from raygrid.data.stats import dataset_stats, metric_safe
-
     # The dataset's Table 1 counts (users, items, interactions, density, per category).
     metrics.update({metric_safe(f"data_{k}"): float(v) for k, v in dataset_stats(dataset).items()})
     metrics.update(adv.metrics)
