@@ -41,11 +41,14 @@ class TrialSpec:
             unique within the grid and used as its grid key.
         axes: The value of each grid axis at this point, by dotted path.
         config: The validated trial config (a ``TrialConfig`` model).
+        labels: The label of each grid axis's value at this point (what the name is
+            built from), by dotted path; e.g. ``{"attack": "pgd_eps8"}``.
     """
 
     name: str
     axes: dict[str, Any]
     config: BaseModel
+    labels: dict[str, str] = field(default_factory=dict)
 
     @property
     def config_dict(self) -> dict[str, Any]:
@@ -199,7 +202,8 @@ def build_grid(
                 f"{source}: grid points {seen[name]} and {assignment} are both named {name!r}; make the axis values distinct"
             )
         seen[name] = assignment
-        trials.append(TrialSpec(name=name, axes=assignment, config=config))
+        axis_labels = {axis: axis_label(label) for (axis, _), label in zip(axes, labels)}
+        trials.append(TrialSpec(name=name, axes=assignment, config=config, labels=axis_labels))
 
     name = trials[0].config.name  # type: ignore[attr-defined]
     return GridSpec(

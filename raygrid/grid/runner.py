@@ -89,8 +89,13 @@ class GridOutcome:
 
 
 def trial_tags(trial: TrialSpec, grid: GridSpec) -> dict[str, str]:
-    """MLflow tags of a trial run: its components (defense included), grid key, config hash, git commit."""
+    """MLflow tags of a trial run: its components (defense included), grid key, config hash, git commit.
+
+    ``axis.<path>`` tags hold the label of each grid axis's value (``axis.attack``:
+    ``pgd_eps8``), the names reports group and order trials by.
+    """
     return {
+        **{f"axis.{axis}": label for axis, label in trial.labels.items()},
         "dataset": trial.component("data"),
         "extractor": trial.component("extractor"),
         "attack": trial.component("attack"),
@@ -227,7 +232,10 @@ def _graphs(grid: GridSpec, resources: Any) -> dict[str, StageSpec]:
     """Each trial's stage graph (keys do not depend on ``resources``; the stage tasks' requests do)."""
     from raygrid.studies import STUDIES
 
-    return {t.name: STUDIES[t.config.study](t.config, resources) for t in grid.trials}  # type: ignore[attr-defined]
+    # Every trial sees its peers: a study may share work across the grid (the VAR study
+    # selects its categories from the clean runs of every extractor and recommender).
+    peers = [t.config for t in grid.trials]
+    return {t.name: STUDIES[t.config.study](t.config, resources, peers) for t in grid.trials}  # type: ignore[attr-defined]
 
 
 def _serve_cached(

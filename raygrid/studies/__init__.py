@@ -2,5 +2,6 @@
 
 from raygrid.studies import var
 
-#: Graph builders by study name: ``builder(trial_config, resources) -> StageSpec`` of the trial's final stage.
+#: Graph builders by study name: ``builder(trial_config, resources, peers) -> StageSpec`` of the
+#: trial's final stage; ``peers`` are the configs of every trial of the grid.
 STUDIES = {"var": var.var_trial_graph}

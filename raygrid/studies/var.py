@@ -30,6 +30,7 @@ import inspect
 import io
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,12 +124,15 @@ class AdversarialImages:
 # --------------------------------------------------------------------------- the graph
 
 
-def var_trial_graph(config: BaseModel, resources: ResourcesConfig | None = None) -> StageSpec:
+def var_trial_graph(
+    config: BaseModel, resources: ResourcesConfig | None = None, peers: Sequence[BaseModel] | None = None
+) -> StageSpec:
     """The stage graph of one VAR trial; the returned node is the trial's final stage.
 
     Args:
         config: A validated ``TrialConfig``.
         resources: Per-stage resources (CPU count, GPU share) for the stage tasks.
+        peers: The configs of every trial of the grid (``None``: this trial alone).
     """
     resources = resources or ResourcesConfig()
 
