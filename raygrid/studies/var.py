@@ -7,20 +7,26 @@ One trial is dataset x extractor x attack x recommender. Reading
 1. ``dataset``: load the interactions (temporal leave-one-out split) and item images.
 2. ``extractor``: train (or load) the image feature extractor on the item categories.
 3. ``features``: clean features and predicted class of every item image.
-4. ``attack``: perturb the images of the items the extractor classifies as the
+4. ``categories`` (unless both are fixed in the config): the clean ``ranking`` of
+   every extractor x recommender on the grid, and from them the origin (a rarely
+   recommended category) and the target (about 4 times as recommended), as the
+   paper chose them.
+5. ``attack``: perturb the images of the items the extractor classifies as the
    origin category towards the target category, store them as rounded 8-bit
    images, and measure the success rate and realised distances on what was stored.
-5. ``attacked_features``: the catalogue's features after the attack, extracted
+6. ``attacked_features``: the catalogue's features after the attack, extracted
    with the trial's own extractor (so defended trials never mix in undefended
    features, unlike the published code), and the feature loss. With a
    ``defense`` (JPEG, bit depth, ...), the images go through it before
    extraction: every catalogue image (an extra ``features`` node on the
    defended catalogue) or only the attacked ones; the attack itself, crafted
    against the undefended extractor, is shared with the undefended trials.
-6. ``recommender`` (the trial's own work): train the recommender on the attacked
-   catalogue and evaluate ranking and category metrics of the origin items.
+7. ``ranking``: retrain the recommender on the attacked catalogue and keep every
+   user's top items (a no-attack trial's ranking is a clean run of step 4).
+8. ``recommender`` (the trial's final stage): evaluate ranking and category
+   metrics of the origin items.
 
-Stages 1-5 are shared by every trial that needs the same product; the key of a
+Stages 1-7 are shared by every trial that needs the same product; the key of a
 stage hashes its params and its inputs' keys.
 """
 
@@ -41,6 +47,7 @@ from pydantic import BaseModel
 from raygrid.config.sections import ResourcesConfig
 from raygrid.data.dataset import Dataset
 from raygrid.errors import ConfigError
+from raygrid.hashing import canonical_json
 from raygrid.pipeline.outcome import TrialOutcome
 from raygrid.pipeline.spec import StageContext, StageSpec, stage
 from raygrid.registry import ATTACKS, DATASETS, EXTRACTORS, RECOMMENDERS
@@ -121,6 +128,46 @@ class AdversarialImages:
     preview_png: bytes
 
 
+@dataclass(frozen=True)
+class Ranking:
+    """A recommender's top lists for every user, trained on one catalogue's features.
+
+    Attributes:
+        top: ``int32`` ``(n_users, k)`` item ids, best first, training items masked.
+        seconds: ``fit_seconds`` and ``eval_seconds`` (ranking every user).
+    """
+
+    top: np.ndarray
+    seconds: dict[str, float]
+
+
+@dataclass(frozen=True)
+class CategoryChoice:
+    """The automatically selected origin and target categories, and what they were chosen from.
+
+    Attributes:
+        origin: Origin category name; ``target``: target category name.
+        rows: One row per category with items or recommendations: ``category``,
+            ``items`` (fewest under any extractor), ``chr_<k>`` (mean over the clean
+            runs) and ``role`` (``origin``, ``target`` or empty).
+        metrics: ``selection_origin_chr_<k>``, ``selection_target_chr_<k>``,
+            ``selection_ratio`` (target over origin) and ``selection_runs``.
+    """
+
+    origin: str
+    target: str
+    rows: tuple[dict[str, Any], ...]
+    metrics: dict[str, float]
+
+    def csv(self) -> bytes:
+        """The rows as CSV, for the trial's artifacts."""
+        columns = list(self.rows[0]) if self.rows else ["category", "items", "role"]
+        lines = [",".join(columns)]
+        for row in self.rows:
+            lines.append(",".join(_csv_cell(row[c]) for c in columns))
+        return ("\n".join(lines) + "\n").encode()
+
+
 # --------------------------------------------------------------------------- the graph
 
 
@@ -133,6 +180,8 @@ def var_trial_graph(
         config: A validated ``TrialConfig``.
         resources: Per-stage resources (CPU count, GPU share) for the stage tasks.
         peers: The configs of every trial of the grid (``None``: this trial alone).
+            Automatic category selection compares the clean runs of every
+            extractor x recommender among the peers on the same data and seed.
     """
     resources = resources or ResourcesConfig()
 
@@ -142,16 +191,39 @@ def var_trial_graph(
 
     dump = lambda section: getattr(config, section).model_dump(mode="json")
     seed = config.seed  # type: ignore[attr-defined]
-    categories = config.categories.model_dump(mode="json")  # type: ignore[attr-defined]
+    choice = config.categories  # type: ignore[attr-defined]
+    categories = choice.model_dump(mode="json")
+    metrics = config.metrics.model_dump(mode="json")  # type: ignore[attr-defined]
+    # Rankings keep enough items for every cutoff and for the selection's CHR@k.
+    depth = max([*metrics["cutoffs"], *([] if choice.fixed else [choice.k])])
 
     dataset = node("dataset", {"data": dump("data")}, {})
-    extractor = node("extractor", {"extractor": dump("extractor"), "seed": seed}, {"dataset": dataset})
-    clean = node("features", {}, {"dataset": dataset, "extractor": extractor})
-    attack = node(
-        "attack",
-        {"attack": dump("attack"), "categories": categories, "seed": seed},
-        {"dataset": dataset, "extractor": extractor, "features": clean},
-    )
+
+    def extractor_node(section: dict[str, Any]) -> StageSpec:
+        return node("extractor", {"extractor": section, "seed": seed}, {"dataset": dataset})
+
+    def features_node(extractor: StageSpec) -> StageSpec:
+        return node("features", {}, {"dataset": dataset, "extractor": extractor})
+
+    def ranking_node(section: dict[str, Any], features: StageSpec, attack: StageSpec | None = None) -> StageSpec:
+        inputs = {"dataset": dataset, "features": features}
+        if attack is not None and getattr(RECOMMENDERS.get(section["name"]), "input_kind", "features") == "images":
+            inputs["attack"] = attack  # end-to-end image models see the attacked images themselves
+        params = {"recommender": section, "seed": seed, "k": depth, "block_size": metrics["block_size"]}
+        return node("ranking", params, inputs, res="trial")
+
+    extractor = extractor_node(dump("extractor"))
+    clean = features_node(extractor)
+    attack_inputs = {"dataset": dataset, "extractor": extractor, "features": clean}
+    if not choice.fixed:
+        attack_inputs["categories"] = _selection_node(
+            config, peers, node, extractor_node, features_node, ranking_node, dataset
+        )
+    if choice.classify_with is not None:
+        classifier = extractor_node(_extractor_section(choice.classify_with))
+        attack_inputs["classifier"] = classifier
+        attack_inputs["classified"] = features_node(classifier)
+    attack = node("attack", {"attack": dump("attack"), "categories": categories, "seed": seed}, attack_inputs)
     # A defense changes what the extractor sees, not what the attacker crafted against the
     # undefended extractor: its params key only the stages after the attack.
     defense = dump("defense")
@@ -168,12 +240,60 @@ def var_trial_graph(
             {"defense": defense},
             {"dataset": dataset, "extractor": extractor, "features": clean, "attack": attack},
         )
-    return node(
-        "recommender",
-        {"recommender": dump("recommender"), "metrics": config.metrics.model_dump(mode="json"), "seed": seed},  # type: ignore[attr-defined]
-        {"dataset": dataset, "extractor": extractor, "attack": attack, "features": attacked},
-        res="trial",
-    )
+    # Without attack and defense the catalogue is the clean one: the trial's ranking is
+    # the clean run that category selection trains anyway (one key, trained once).
+    if dump("attack")["name"] == "none" and defense["name"] == "none":
+        ranking = ranking_node(dump("recommender"), clean)
+    else:
+        ranking = ranking_node(dump("recommender"), attacked, attack)
+    inputs = {"dataset": dataset, "extractor": extractor, "attack": attack, "features": attacked, "ranking": ranking}
+    if "categories" in attack_inputs:
+        inputs["categories"] = attack_inputs["categories"]
+    return node("recommender", {"metrics": metrics}, inputs, res="trial")
+
+
+def _extractor_section(section: dict[str, Any]) -> dict[str, Any]:
+    """An extractor section (e.g. ``categories.classify_with``) validated and with its defaults."""
+    from pydantic import ValidationError
+
+    from raygrid.config.loader import format_validation_error
+
+    name = section.get("name", "smallcnn")
+    if name not in EXTRACTORS.names():
+        raise ConfigError(f"categories.classify_with: unknown extractor {name!r}; choose one of: {', '.join(EXTRACTORS.names())}")
+    cls = EXTRACTORS.get(name)
+    try:
+        return cls.Config.model_validate({**section, "name": name}).model_dump(mode="json")
+    except ValidationError as exc:
+        raise ConfigError(f"categories.classify_with: {format_validation_error(exc)}") from None
+
+
+def _selection_node(config, peers, node, extractor_node, features_node, ranking_node, dataset) -> StageSpec:  # type: ignore[no-untyped-def]
+    """The ``categories`` node: automatic origin/target choice from the grid's clean runs.
+
+    The clean runs are every distinct extractor x recommender among the peers on the
+    trial's data and seed (the paper averages the 9 of a dataset's grid); each is
+    the trial's own clean ranking for some peer, so nothing is trained twice.
+    """
+    combos: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    for peer in [config, *(peers or [])]:
+        if (peer.study, peer.seed, peer.data) != (config.study, config.seed, config.data):
+            continue
+        combo = (peer.extractor.model_dump(mode="json"), peer.recommender.model_dump(mode="json"))
+        if combo not in combos:
+            combos.append(combo)
+    combos.sort(key=lambda c: canonical_json(list(c)))  # the key must not depend on the grid's order
+    extractors = [ex for n, (ex, _) in enumerate(combos) if ex not in [e for e, _ in combos[:n]]]
+    inputs: dict[str, StageSpec] = {"dataset": dataset}
+    runs: dict[str, str] = {}  # ranking_i -> the features_n it was trained on
+    for n, ex in enumerate(extractors):
+        inputs[f"extractor_{n}"] = extractor_node(ex)
+        inputs[f"features_{n}"] = features_node(inputs[f"extractor_{n}"])
+    for i, (ex, rec) in enumerate(combos):
+        runs[f"ranking_{i}"] = f"features_{extractors.index(ex)}"
+        inputs[f"ranking_{i}"] = ranking_node(rec, inputs[runs[f"ranking_{i}"]])
+    choice = config.categories.model_dump(mode="json", include={"origin", "target", "target_multiple", "min_items", "k"})
+    return node("categories", {"categories": choice, "runs": runs}, inputs)
 
 
 # --------------------------------------------------------------------------- the stages
@@ -234,14 +354,95 @@ def clean_features_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: St
     return CatalogueFeatures(np.concatenate([f for f, _ in parts]), np.concatenate([c for _, c in parts]))
 
 
-@stage("attack", version=4)
+@stage("categories", version=1)
+def select_categories_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: StageContext) -> CategoryChoice:
+    """Choose the origin and target categories from the grid's clean runs (VAR paper, section 4).
+
+    A category's CHR@k in one clean run is the share of all users' top-k taken by
+    the items that run's extractor classifies in it; the selection averages it over
+    the runs (the paper: over the 9 recommender x extractor combinations). See
+    :class:`~raygrid.config.sections.CategoriesConfig` for the rule.
+    """
+    cfg = params["categories"]
+    k = cfg["k"]
+    extractors = {key: value for key, value in inputs.items() if key.startswith("extractor_")}
+    names = next(iter(extractors.values())).class_names
+    if any(e.class_names != names for e in extractors.values()):
+        raise ConfigError(
+            "categories: automatic selection needs extractors that predict the same classes; "
+            "set categories.origin and categories.target"
+        )
+    n_classes = len(names)
+    items = np.min(
+        [np.bincount(inputs[key.replace("extractor", "features")].classes, minlength=n_classes) for key in extractors],
+        axis=0,
+    )
+    shares = []
+    for ranking_key, features_key in params["runs"].items():
+        top = inputs[ranking_key].top[:, :k]
+        classes = inputs[features_key].classes[top]
+        shares.append(np.bincount(classes.ravel(), minlength=n_classes) / max(classes.size, 1))
+    chr_k = np.mean(shares, axis=0)
+
+    def named(key: str) -> int | None:
+        if cfg[key] is None:
+            return None
+        if cfg[key] not in names:
+            raise ConfigError(f"categories.{key}: unknown category {cfg[key]!r}; choose one of: {', '.join(names)}")
+        return names.index(cfg[key])
+
+    eligible = items >= cfg["min_items"]
+    index = np.arange(n_classes)
+    origin, target = named("origin"), named("target")
+    if origin is None:
+        candidates = eligible & (chr_k > 0) & (index != target)
+        if not candidates.any():
+            raise ConfigError(
+                f"categories: no category has {cfg['min_items']} items under every extractor and a CHR@{k} above 0 "
+                "in the clean runs; lower categories.min_items or set categories.origin"
+            )
+        origin = int(index[candidates][np.argmin(chr_k[candidates])])
+    if target is None:
+        candidates = eligible & (index != origin)
+        if not candidates.any():
+            raise ConfigError(
+                f"categories: no category besides {names[origin]!r} has {cfg['min_items']} items under every "
+                "extractor; lower categories.min_items or set categories.target"
+            )
+        goal = cfg["target_multiple"] * chr_k[origin]
+        target = int(index[candidates][np.argmin(np.abs(chr_k[candidates] - goal))])
+    log.info("categories: origin %r (CHR@%d %.4f), target %r (CHR@%d %.4f)",
+             names[origin], k, chr_k[origin], names[target], k, chr_k[target])
+    rows = tuple(
+        {
+            "category": names[c],
+            "items": int(items[c]),
+            f"chr_{k}": round(float(chr_k[c]), 6),
+            "role": "origin" if c == origin else "target" if c == target else "",
+        }
+        for c in np.argsort(chr_k, kind="stable")
+        if items[c] > 0 or chr_k[c] > 0
+    )
+    metrics = {
+        f"selection_origin_chr_{k}": float(chr_k[origin]),
+        f"selection_target_chr_{k}": float(chr_k[target]),
+        "selection_ratio": float(chr_k[target] / chr_k[origin]) if chr_k[origin] > 0 else float("nan"),
+        "selection_runs": float(len(shares)),
+    }
+    return CategoryChoice(names[origin], names[target], rows, metrics)
+
+
+@stage("attack", version=5)
 def attack_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: StageContext) -> AdversarialImages:
     """Attack the origin items' images towards the target class and store them as 8-bit images.
 
     A targeted attack gets the target class as labels and its success rate is the
     share of stored images classified as the target; an untargeted one gets the
     origin class and its success rate is the share no longer classified as the
-    origin. Version 4: untargeted attacks, ``l2_realised_max``.
+    origin. The categories come from the ``categories`` input (automatic selection)
+    or the config; the attacked items are those the trial's extractor, or the
+    ``classifier`` input's (``categories.classify_with``), classifies as the origin.
+    Version 5: category selection and ``classify_with``.
     """
     from raygrid.attacks.base import OutputSelector
     from raygrid.attacks.run import attack_images
@@ -253,10 +454,22 @@ def attack_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: StageConte
     dataset: Dataset = inputs["dataset"]
     trained: TrainedExtractor = inputs["extractor"]
     clean: CatalogueFeatures = inputs["features"]
-    origin, target = resolve_categories(params["categories"], trained.class_names, dataset)
+    choice: CategoryChoice | None = inputs.get("categories")
+    if choice is None:
+        origin, target = resolve_categories(params["categories"], trained.class_names, dataset)
+    else:
+        origin, target = (_class_index(trained, name) for name in (choice.origin, choice.target))
 
-    # Items to attack: those whose clean image the trial's own extractor classifies as the origin.
-    items = np.flatnonzero(clean.classes == origin).astype(np.int64)
+    # Items to attack: those whose clean image the trial's extractor (or classify_with's) classifies as the origin.
+    classified = clean
+    if "classifier" in inputs:
+        if tuple(inputs["classifier"].class_names) != tuple(trained.class_names):
+            raise ConfigError(
+                "categories.classify_with: that extractor predicts other classes than the trial's; "
+                "choose one trained on the same categories"
+            )
+        classified = inputs["classified"]
+    items = np.flatnonzero(classified.classes == origin).astype(np.int64)
     attack_cls = ATTACKS.get(params["attack"]["name"])
     attack = attack_cls(attack_cls.Config.model_validate(params["attack"]))
     model = trained.build(ctx.device)
@@ -357,9 +570,41 @@ def attacked_features_stage(params: dict[str, Any], inputs: dict[str, Any], ctx:
     return CatalogueFeatures(features, classes, metrics)
 
 
-@stage("recommender", version=2)
+@stage("ranking", version=1)
+def ranking_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: StageContext) -> Ranking:
+    """Train the recommender on a catalogue's features and keep every user's top ``k``.
+
+    Split from the evaluation so that the clean runs which category selection
+    compares are the no-attack trials' own rankings, trained once.
+    """
+    dataset: Dataset = inputs["dataset"]
+    features: CatalogueFeatures = inputs["features"]
+    rec_cls = RECOMMENDERS.get(params["recommender"]["name"])
+    recommender = rec_cls(rec_cls.Config.model_validate(params["recommender"]), seed=params["seed"], device=ctx.device)
+    start = time.perf_counter()
+    # Image recommenders (DVBPR) learn from the catalogue's images, with the attacked ones swapped in.
+    content = features.features
+    if getattr(rec_cls, "input_kind", "features") == "images":
+        content = np.array(dataset.images)
+        if "attack" in inputs:
+            content[inputs["attack"].items] = inputs["attack"].images
+    recommender.fit(
+        dataset.n_users, dataset.n_items, dataset.train_users, dataset.train_items, content,
+        validation_items=getattr(dataset, "validation_items", None),
+    )
+    fit_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    top = recommender.topk(params["k"], np.arange(dataset.n_users), block_size=params["block_size"])
+    seconds = {"fit_seconds": fit_seconds, "eval_seconds": time.perf_counter() - start}
+    return Ranking(top.astype(np.int32), seconds)
+
+
+@stage("recommender", version=3)
 def recommender_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: StageContext) -> TrialOutcome:
-    """Train the recommender on the (attacked) catalogue features and evaluate it."""
+    """Evaluate the trial's ranking: accuracy, beyond-accuracy and category metrics of the origin items.
+
+    Version 3: training moved to the ``ranking`` stage; category selection logged.
+    """
     from raygrid.data.stats import dataset_stats, metric_safe
     from raygrid.metrics.beyond import (
         EFD,
@@ -377,26 +622,10 @@ def recommender_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: Stage
     features: CatalogueFeatures = inputs["features"]
     adv: AdversarialImages = inputs["attack"]
     trained: TrainedExtractor = inputs["extractor"]
+    ranking: Ranking = inputs["ranking"]
+    choice: CategoryChoice | None = inputs.get("categories")
     cutoffs = tuple(params["metrics"]["cutoffs"])
-
-    rec_cls = RECOMMENDERS.get(params["recommender"]["name"])
-    recommender = rec_cls(rec_cls.Config.model_validate(params["recommender"]), seed=params["seed"], device=ctx.device)
-    start = time.perf_counter()
-    # Image recommenders (DVBPR) learn from the catalogue's images, with the attacked ones swapped in.
-    content = features.features
-    if getattr(rec_cls, "input_kind", "features") == "images":
-        content = np.array(dataset.images)
-        content[adv.items] = adv.images
-    recommender.fit(
-        dataset.n_users, dataset.n_items, dataset.train_users, dataset.train_items, content,
-        validation_items=getattr(dataset, "validation_items", None),
-    )
-    fit_seconds = time.perf_counter() - start
-
-    start = time.perf_counter()
-    users = np.arange(dataset.n_users)
-    top = recommender.topk(max(cutoffs), users, block_size=params["metrics"]["block_size"])
-    eval_seconds = time.perf_counter() - start
+    top = ranking.top.astype(np.int64)
 
     category = np.zeros(dataset.n_items, dtype=bool)
     category[adv.items] = True
@@ -423,8 +652,11 @@ def recommender_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: Stage
     metrics.update({metric_safe(f"data_{k}"): float(v) for k, v in dataset_stats(dataset).items()})
     metrics.update(adv.metrics)
     metrics.update(features.metrics)
-    metrics.update({"fit_seconds": fit_seconds, "eval_seconds": eval_seconds})
+    metrics.update(ranking.seconds)
     artifacts = {}
+    if choice is not None:
+        metrics.update(choice.metrics)
+        artifacts["categories/selection.csv"] = choice.csv()
     if adv.preview_png:
         artifacts["attack/preview.png"] = adv.preview_png
     if len(adv.items):
@@ -468,6 +700,21 @@ def resolve_categories(
     if origin == target:
         raise ConfigError("categories: origin and target are the same category; choose two different ones")
     return origin, target
+
+
+def _class_index(trained: TrainedExtractor, name: str) -> int:
+    """The index of a selected category among the trial's extractor's classes."""
+    if name not in trained.class_names:
+        raise ConfigError(
+            f"categories: the selected category {name!r} is not a class of the trial's extractor; "
+            "set categories.origin and categories.target"
+        )
+    return trained.class_names.index(name)
+
+
+def _csv_cell(value: Any) -> str:
+    text = str(value)
+    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n') else text
 
 
 def _mean(values: np.ndarray) -> float:

@@ -23,7 +23,8 @@ DEFENSES = [
 
 @pytest.fixture(scope="module")
 def grid():
-    document = tiny_grid_document()
+    # Fixed categories: these tests look at the attack and the defenses, not at category selection.
+    document = tiny_grid_document(categories={"origin": "sandal", "target": "running shoe"})
     document["grid"] = {"attack": [{"name": "none"}, {"name": "fgsm", "eps": 8}], "defense": DEFENSES}
     return build_grid(document)
 

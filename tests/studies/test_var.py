@@ -31,21 +31,25 @@ def test_trials_share_every_product_upstream_of_their_attack(grid):
     a, b = (nodes(t) for t in grid.trials[:2])
     for stage in ("dataset", "extractor", "features"):
         assert a[stage].key == b[stage].key
-    for stage in ("attack", "attacked_features", "recommender"):
+    for stage in ("attack", "attacked_features", "ranking", "recommender"):
         assert a[stage].key != b[stage].key
 
 
 def test_resources_reach_the_stage_tasks_but_not_the_keys(grid):
     trial = grid.trials[0]
     graph = var_trial_graph(trial.config, grid.settings.resources)
-    assert graph.gpu == 0.25 and graph.inputs["attack"].gpu == 0.5
+    assert graph.gpu == 0.25 and graph.inputs["ranking"].gpu == 0.25 and graph.inputs["attack"].gpu == 0.5
     assert graph.key == var_trial_graph(trial.config).key
 
 
 def test_each_shared_product_is_computed_once(outcomes):
     _, resolver = outcomes
     computed = {row["stage"]: row["computed"] for row in resolver.ledger.rows()}
-    assert computed == {"dataset": 1, "extractor": 1, "features": 1, "attack": 3, "attacked_features": 3, "recommender": 3}
+    # The no-attack trial's ranking is the clean run that category selection trains: one fit.
+    assert computed == {
+        "dataset": 1, "extractor": 1, "features": 1, "ranking": 3, "categories": 1,
+        "attack": 3, "attacked_features": 3, "recommender": 3,
+    }
 
 
 def test_no_attack_leaves_features_untouched_and_attacks_move_them(outcomes):
@@ -69,7 +73,12 @@ def test_outcome_has_the_papers_metrics_per_user_and_averaged(outcomes):
             assert f"{name}_{k}" in outcome.metrics
             assert outcome.per_user[f"{name}_{k}"].shape == (80,)
     assert outcome.metrics["chr_count_20"] == pytest.approx(20 * outcome.metrics["chr_20"])
-    assert outcome.info == {"origin": "sandal", "target": "running shoe", "n_attacked": int(outcome.metrics["n_attacked"])}
+    selection = outcome.artifacts["categories/selection.csv"].decode().splitlines()
+    chosen = {line.split(",")[-1]: line.split(",")[0] for line in selection[1:] if not line.endswith(",")}
+    assert outcome.info == {
+        "origin": chosen["origin"], "target": chosen["target"], "n_attacked": int(outcome.metrics["n_attacked"])
+    }
+    assert outcome.metrics["selection_runs"] == 1  # one extractor x one recommender on this grid
 
 
 def test_unknown_categories_name_the_choices():
