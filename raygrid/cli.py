@@ -9,12 +9,15 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import typer
 from rich.console import Console
 
 from raygrid.errors import RaygridError
+
+if TYPE_CHECKING:
+    from raygrid.grid.runner import GridOutcome
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Experiment grids on adversarial product images and visual recommenders.")
 console = Console(width=None if sys.stdout.isatty() else 132)
@@ -46,6 +49,7 @@ def _guard(fn: Callable[[], T]) -> T:
 def _logging(verbose: bool) -> None:
     if not verbose:
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is first imported
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # read at each download
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("mlflow", "alembic", "ray", "filelock", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING if verbose else logging.ERROR)
@@ -73,8 +77,9 @@ def run(
     address: str | None = typer.Option(None, "--address", help="Ray cluster to join (default: start a local Ray)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log stage progress."),
     data_root: Path | None = DataRootOption,
+    no_report: bool = typer.Option(False, "--no-report", help="Skip the paper-style report written when trials finish."),
 ) -> None:
-    """Run every trial of a grid on Ray Tune and record it in MLflow."""
+    """Run every trial of a grid on Ray Tune and record it in MLflow; then write its report."""
     from raygrid.config.loader import load_grid
     from raygrid.grid.runner import run_grid
 
@@ -84,6 +89,55 @@ def run(
     with _progress(len(grid.trials)) as report:
         outcome = _guard(lambda: run_grid(grid, address=address, progress=report))
     _print_outcome(outcome)
+    if not no_report:
+        _report_after_run(outcome)
+    if outcome.failed:
+        raise typer.Exit(1)
+
+
+def _report_after_run(outcome: GridOutcome) -> None:
+    """Write the report of a grid that just ran, when its study has one and a trial finished.
+
+    A report that cannot be written is a warning: the grid's results are in MLflow either way.
+    """
+    from raygrid.reports.report import make_report, reported_studies
+
+    study = outcome.grid.trials[0].config.study if outcome.grid.trials else None
+    if study not in reported_studies() or len(outcome.failed) == len(outcome.trials):
+        return
+    experiment = outcome.grid.settings.tracking.experiment or outcome.grid.name
+    try:
+        with err_console.status("writing the report ..."):
+            result = make_report(experiment, tracking=outcome.target.uri)
+    except RaygridError as exc:
+        err_console.print(f"[yellow]warning:[/yellow] no report written: {exc}", highlight=False, soft_wrap=True)
+        return
+    for line in result.content.headlines[:1]:
+        console.print(line, highlight=False)
+    console.print(f"Report: [bold]{_short_path(result.main_file)}[/bold]  (MLflow run {result.run_id})", highlight=False)
+
+
+@app.command()
+def report(
+    name: str = typer.Argument(..., help="Grid name (its MLflow experiment)."),
+    tracking: str = TrackingOption,
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Report folder, replaced as a whole (default: .raygrid/reports/NAME)."
+    ),
+) -> None:
+    """Write the paper-style report (tables, plots, correlations) of a grid's latest session."""
+    from raygrid.reports.report import make_report
+    from raygrid.reports.tables import to_rich
+
+    _logging(False)
+    with err_console.status(f"writing the report of {name} ..."):
+        result = _guard(lambda: make_report(name, tracking=tracking, out=out))
+    for table in result.content.tables:
+        console.print(to_rich(table))
+    for line in result.content.headlines:
+        console.print(line, highlight=False)
+    console.print(f"{result.n_finished} of {result.n_trials} trials finished")
+    console.print(f"Report: [bold]{_short_path(result.main_file)}[/bold]  (MLflow run {result.run_id})", highlight=False)
 
 
 @app.command()
@@ -92,8 +146,9 @@ def resume(
     tracking: str = TrackingOption,
     address: str | None = typer.Option(None, "--address", help="Ray cluster to join."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
+    no_report: bool = typer.Option(False, "--no-report", help="Skip the paper-style report written when trials finish."),
 ) -> None:
-    """Re-run the trials of a grid's latest session that did not finish, in their own MLflow runs."""
+    """Re-run the trials of a grid's latest session that did not finish, in their own MLflow runs; then write its report."""
     from raygrid.grid.runner import resume_grid
 
     _logging(verbose)
@@ -103,6 +158,10 @@ def resume(
     if outcome.skipped:
         console.print(f"{len(outcome.skipped)} trials had finished and were skipped")
     _print_outcome(outcome)
+    if not no_report:
+        _report_after_run(outcome)
+    if outcome.failed:
+        raise typer.Exit(1)
 
 
 def _restore_variables(name: str, tracking: str) -> None:
@@ -295,8 +354,6 @@ def _print_outcome(outcome) -> None:
         console.print(f"Open the results in the MLflow UI: [bold]{shown} ui{tracking}[/bold]  (then http://127.0.0.1:5000)")
     else:
         console.print(f"Open the results in the MLflow UI: {outcome.target.uri}")
-    if outcome.failed:
-        raise typer.Exit(1)
 
 
 def _short_path(path: Path) -> str:
