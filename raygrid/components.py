@@ -6,3 +6,4 @@ Ray worker running a stage) imports this module first.
 """
 
 from raygrid import attacks, data, defenses, extractors, recommenders, studies  # noqa: F401
+from raygrid.attacks import aip  # noqa: F401  (the AIP study's attacks: insa, expa, csema, taamr)

@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field, create_model, model_validator
 
 from raygrid.config.base import StrictModel
 from raygrid.config.sections import (
+    AipConfig,
     CategoriesConfig,
     MetricsConfig,
     ResourcesConfig,
@@ -37,7 +38,7 @@ COMPONENT_SECTIONS: dict[str, str] = {
 }
 
 #: Grid-file keys that configure the whole run rather than a trial (not grid axes).
-RUN_KEYS: frozenset[str] = frozenset({"grid", "resources", "tracking", "storage", "description"})
+RUN_KEYS: frozenset[str] = frozenset({"grid", "resources", "tracking", "storage", "description", "retries"})
 
 
 class TrialBase(StrictModel):
@@ -48,6 +49,33 @@ class TrialBase(StrictModel):
     seed: int = Field(0, ge=0)
     categories: CategoriesConfig = CategoriesConfig()
     metrics: MetricsConfig = MetricsConfig()
+    aip: AipConfig = AipConfig()
+
+    @model_validator(mode="after")
+    def _settings_fit_the_study(self) -> Any:
+        # Refused here, so `raygrid validate` names the trial before anything runs.
+        attack = getattr(self, "attack", None)
+        if attack is not None:
+            from raygrid.registry import ATTACKS
+
+            studies = getattr(ATTACKS.get(attack.name), "studies", None)
+            if studies is not None and self.study not in studies:
+                raise ValueError(
+                    f"attack {attack.name!r} belongs to the {'/'.join(sorted(studies))} study; "
+                    f"set study: {sorted(studies)[0]} or choose another attack"
+                )
+            if studies is None and self.study == "aip" and attack.name != "none":
+                raise ValueError(
+                    f"attack {attack.name!r} is a VAR attack; the AIP study takes insa, expa, csema, taamr "
+                    "(taamr with method fgsm or pgd for the classifier-targeted baseline)"
+                )
+        if self.study != "aip" and self.aip != AipConfig():
+            raise ValueError("the aip section configures the AIP study only; remove it or set study: aip")
+        if self.study == "aip" and self.categories != CategoriesConfig():
+            raise ValueError("categories (origin, target) belong to the VAR study; remove them for study: aip")
+        if self.study == "aip" and self.metrics.cutoffs != MetricsConfig().cutoffs:
+            raise ValueError("the AIP study's HR@N cutoffs are aip.cutoffs; remove metrics.cutoffs")
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -71,6 +99,13 @@ class GridRunSettings(StrictModel):
     resources: ResourcesConfig = ResourcesConfig()
     tracking: TrackingConfig = TrackingConfig()
     storage: StorageConfig = StorageConfig()
+    retries: int = Field(
+        2,
+        ge=0,
+        le=100,
+        description="times a trial whose process or node died is started again (continuing its MLflow run); "
+        "also the retries of a stage task whose worker died. Errors raised by a stage are not retried",
+    )
 
 
 def _section_type(registry: Registry[Any]) -> Any:

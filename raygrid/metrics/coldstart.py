@@ -12,6 +12,9 @@ Ties: an injected item is ranked below every candidate with an equal score
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -82,3 +85,111 @@ def prediction_shift(cooperative_scores: np.ndarray, adversarial_scores: np.ndar
     """Mean prediction shift: averaged over users, then over items (AIP paper, section 3.3)."""
     values = prediction_shift_per_item(cooperative_scores, adversarial_scores)
     return float(values.mean()) if values.size else float("nan")
+
+
+@dataclass(frozen=True)
+class TwoStageResult:
+    """Per cold item results of :func:`two_stage_evaluation` (arrays ``(m,)``, in the order of the cold items).
+
+    Attributes:
+        cold_hr_coop, cold_hr_adv: HR@N of each cold item, cooperative and adversarial, by N.
+        availability_coop, availability_adv: HR@N of the users' test items when the
+            cold item (cooperative or adversarial) is in the set, by N.
+        test_hr: HR@N of the test items without any cold item, by N (one number each).
+        shift: Per item prediction shift (mean over users of adversarial minus cooperative score).
+        mean_score_coop, mean_score_adv: Per item mean score over users.
+        mean_rank_coop, mean_rank_adv: Per item mean rank (1 = top) among the ``C + 2`` items.
+    """
+
+    cold_hr_coop: dict[int, np.ndarray]
+    cold_hr_adv: dict[int, np.ndarray]
+    availability_coop: dict[int, np.ndarray]
+    availability_adv: dict[int, np.ndarray]
+    test_hr: dict[int, float]
+    shift: np.ndarray
+    mean_score_coop: np.ndarray
+    mean_score_adv: np.ndarray
+    mean_rank_coop: np.ndarray
+    mean_rank_adv: np.ndarray
+
+
+def two_stage_evaluation(
+    recommender: Any,
+    users: np.ndarray,
+    candidates: np.ndarray,
+    test_items: np.ndarray,
+    cold_items: np.ndarray,
+    cooperative_content: Any,
+    adversarial_content: Any,
+    *,
+    cutoffs: tuple[int, ...] = (5, 10, 20),
+    block_size: int = 1024,
+) -> TwoStageResult:
+    """The AIP protocol (Liu & Larson, section 5.3): rank candidates + test item + one cold item per user.
+
+    For each user ``u`` (row of ``candidates``) and each cold item ``i``, the set is
+    ``candidates[u] + {test_items[u]} + {i}``, ``C + 2`` items, ranked by the
+    recommender's scores, once with the cold items' cooperative content and once
+    with the adversarial one. The cold item's rank is ``1 + #(others scoring >= it)``
+    (ties against the cold item); the test item's rank likewise, the cold item
+    counted when it scores at least as high. Since a cold item is in no user's
+    history and never a candidate, every cold item can be scored in the same pass:
+    two scoring passes over the users in blocks, each of ``block_size`` users x the
+    catalogue (the recommender's own :meth:`score`).
+
+    Args:
+        recommender: A fitted recommender; ``score(users, content)`` is used.
+        users: ``int64`` ``(n,)`` user ids.
+        candidates: ``int64`` ``(n, C)`` candidates per user (no test or cold item among them).
+        test_items: ``int64`` ``(n,)`` each user's test item.
+        cold_items: ``int64`` ``(m,)`` cold item ids.
+        cooperative_content, adversarial_content: Item content to score with
+            (features ``(n_items, d)`` or images), equal outside the cold items' rows.
+        cutoffs: The N of HR@N.
+        block_size: Users scored at once.
+    """
+    users = np.asarray(users, dtype=np.int64)
+    cold = np.asarray(cold_items, dtype=np.int64)
+    m = cold.size
+    sums = {name: np.zeros(m) for name in ("score_coop", "score_adv", "rank_coop", "rank_adv")}
+    hits = {(kind, k): np.zeros(m) for kind in ("cold_coop", "cold_adv", "avail_coop", "avail_adv") for k in cutoffs}
+    test_hits = dict.fromkeys(cutoffs, 0.0)
+    cold_t = torch.as_tensor(cold)
+
+    def columns(content: Any, block: np.ndarray, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        scores = recommender.score(block, content).double()
+        cand = torch.gather(scores, 1, torch.as_tensor(candidates[rows], device=scores.device))
+        test = scores[torch.arange(block.size, device=scores.device), torch.as_tensor(test_items[rows], device=scores.device)]
+        return cand.cpu(), test.cpu(), scores[:, cold_t.to(scores.device)].cpu()
+
+    for kind in ("coop", "adv"):
+        content = cooperative_content if kind == "coop" else adversarial_content
+        # One item-side computation (e.g. DVBPR's image embeddings) for all user blocks.
+        with torch.no_grad(), recommender._scoring_session(content):
+            for first in range(0, users.size, block_size):
+                rows = np.arange(first, min(first + block_size, users.size))
+                cand, test, cold_scores = columns(content, users[rows], rows)
+                others = torch.cat((cand, test.unsqueeze(1)), dim=1)
+                ranks = torch.as_tensor(candidate_ranks(cold_scores.numpy(), others.numpy()))
+                test_rank = 1 + (cand >= test.unsqueeze(1)).sum(1)
+                test_ranks = test_rank.unsqueeze(1) + (cold_scores >= test.unsqueeze(1)).long()
+                sums[f"score_{kind}"] += cold_scores.sum(0).numpy()
+                sums[f"rank_{kind}"] += ranks.sum(0).double().numpy()
+                for k in cutoffs:
+                    hits[(f"cold_{kind}", k)] += (ranks <= k).sum(0).numpy()
+                    hits[(f"avail_{kind}", k)] += (test_ranks <= k).sum(0).numpy()
+                    if kind == "coop":
+                        test_hits[k] += float((test_rank <= k).sum())
+    n = max(users.size, 1)
+    return TwoStageResult(
+        cold_hr_coop={k: hits[("cold_coop", k)] / n for k in cutoffs},
+        cold_hr_adv={k: hits[("cold_adv", k)] / n for k in cutoffs},
+        availability_coop={k: hits[("avail_coop", k)] / n for k in cutoffs},
+        availability_adv={k: hits[("avail_adv", k)] / n for k in cutoffs},
+        test_hr={k: test_hits[k] / n for k in cutoffs},
+        shift=(sums["score_adv"] - sums["score_coop"]) / n,
+        mean_score_coop=sums["score_coop"] / n,
+        mean_score_adv=sums["score_adv"] / n,
+        mean_rank_coop=sums["rank_coop"] / n,
+        mean_rank_adv=sums["rank_adv"] / n,
+    )

@@ -27,7 +27,7 @@ def error_lines(result) -> list[str]:
 def test_validate_lists_every_trial():
     result = invoke("validate", str(ROOT / "experiments" / "demo.yaml"))
     assert result.exit_code == 0, result.output
-    assert "demo: 45 trials, all valid" in result.output
+    assert "demo: 54 trials, all valid" in result.output
     assert "standard-pgd_eps8-vbpr" in result.output and "free_adversarial-none-vbpr" in result.output
 
 
@@ -71,7 +71,7 @@ def test_status_of_an_unknown_grid(tmp_path, monkeypatch):
 def test_list_shows_registered_components():
     result = invoke("list")
     assert result.exit_code == 0
-    assert "attack: cw, fgsm, none, pgd" in result.output and "recommender: alexrank, amr, bprmf, dvbpr, fm, pop, vbpr" in result.output
+    assert "attack: csema, cw, expa, fgsm, insa, none, pgd, taamr" in result.output and "recommender: alexrank, amr, bprmf, dvbpr, fm, pop, vbpr" in result.output
 
 
 @pytest.mark.slow
