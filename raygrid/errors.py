@@ -32,5 +32,9 @@ class TrackingError(RaygridError):
     """The MLflow tracking store cannot be reached or used."""
 
 
+class StorageError(RaygridError):
+    """The storage root (stage cache, Tune state) cannot be written: read-only, full, or unreachable."""
+
+
 class DataError(RaygridError):
     """A dataset file is missing or corrupt."""

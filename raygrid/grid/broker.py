@@ -8,6 +8,12 @@ zero-copy from the object store), a key on disk becomes a load task, anything
 else a compute task with that stage's resources, its inputs passed as object
 references. The broker owns those objects, so they live as long as the session;
 the disk cache backs them beyond it.
+
+Faults: a stage task whose worker process dies is retried by Ray (``retries``
+times); a stage whose task still ended in a system failure (worker or node lost,
+object lost) is forgotten, so the next trial that asks for it (a retried trial
+among them) starts it again instead of inheriting the failure. A stage that
+raised an error of its own is not retried: it would fail the same way.
 """
 
 from __future__ import annotations
@@ -24,9 +30,14 @@ from raygrid.pipeline.spec import StageSpec
 log = logging.getLogger(__name__)
 
 
+def where_am_i() -> dict[str, str]:
+    """The Ray node id and IP address of the calling worker (recorded with every stage result)."""
+    return {"node": ray.get_runtime_context().get_node_id(), "node_ip": ray.util.get_node_ip_address()}
+
+
 @ray.remote(num_returns=2)
 def stage_task(spec: StageSpec, storage_root: str, names: list[str], *values: Any) -> tuple[Any, dict[str, Any]]:
-    """Load or compute one stage in a Ray worker; returns (value, how it was obtained).
+    """Load or compute one stage in a Ray worker; returns (value, how it was obtained and where).
 
     A cache hit only unpickles the entry; torch and the components are imported
     only when something has to be computed, which keeps re-runs of finished grids quick.
@@ -37,7 +48,8 @@ def stage_task(spec: StageSpec, storage_root: str, names: list[str], *values: An
     else:
         deps = None  # the broker expected a cache hit
         try:
-            return cache.load(spec), {"stage": spec.stage, "key": spec.key, "how": "cached", "seconds": 0.0}
+            info = {"stage": spec.stage, "key": spec.key, "how": "cached", "seconds": 0.0, **where_am_i()}
+            return cache.load(spec), info
         except CacheMiss:
             pass
     import torch
@@ -47,7 +59,19 @@ def stage_task(spec: StageSpec, storage_root: str, names: list[str], *values: An
     # Ray reuses workers across tasks of different sizes: match torch's threads to this task's CPUs.
     torch.set_num_threads(max(1, int(spec.cpu)))
     device = "cuda" if spec.gpu > 0 and torch.cuda.is_available() else "cpu"
-    return materialize(spec, cache, device, deps)
+    value, info = materialize(spec, cache, device, deps)
+    return value, {**info, **where_am_i()}
+
+
+def is_system_failure(exc: BaseException) -> bool:
+    """Whether a stage's error is Ray losing its worker, node or object (worth retrying), not the stage's own."""
+    from ray import exceptions as rex
+
+    if isinstance(exc, rex.RayTaskError):
+        cause = getattr(exc, "cause", None)
+        return cause is not None and cause is not exc and not isinstance(cause, rex.RayTaskError) and is_system_failure(cause)
+    system = (rex.WorkerCrashedError, rex.NodeDiedError, rex.ObjectLostError, rex.OwnerDiedError, rex.RayActorError)
+    return isinstance(exc, system + (rex.TaskCancelledError, rex.LocalRayletDiedError))
 
 
 class StageBrokerImpl(Resolver["ray.ObjectRef"]):
@@ -55,24 +79,51 @@ class StageBrokerImpl(Resolver["ray.ObjectRef"]):
 
     Args:
         storage_root: Storage root of the stage cache (shared by every node).
+        retries: Times Ray re-runs a stage task whose worker died.
     """
 
-    def __init__(self, storage_root: str) -> None:
+    def __init__(self, storage_root: str, retries: int = 2) -> None:
         super().__init__(StageCache(storage_root))
         self.storage_root = storage_root
+        self.retries = retries
         self.infos: list[tuple[str, Any]] = []
+        self.info_by_key: dict[str, Any] = {}
 
     def request_ref(self, spec: StageSpec) -> list[Any]:
         """The object reference of ``spec``'s value, wrapped in a list so Ray does not resolve it."""
-        return [self.request(spec)]
+        return self.request_refs(spec)[:1]
+
+    def request_refs(self, spec: StageSpec) -> list[Any]:
+        """``[value, info]`` object references of ``spec``: its value, and how and where it was obtained."""
+        self._forget_lost(spec)
+        value = self.request(spec)
+        return [value, self.info_by_key[spec.key]]
+
+    def _forget_lost(self, spec: StageSpec) -> None:
+        """Drop this session's handles on stages of ``spec`` that ended in a system failure, so they run again."""
+        for node in spec.walk():
+            info_ref = self.info_by_key.get(node.key)
+            if info_ref is None:
+                continue
+            ready, _ = ray.wait([info_ref], timeout=0)
+            if not ready:
+                continue
+            try:
+                ray.get(info_ref)
+            except Exception as exc:  # noqa: BLE001  (classified below)
+                if is_system_failure(exc):
+                    log.warning("stage %s %s was lost (%s); starting it again", node.stage, node.key[:8], type(exc).__name__)
+                    self.handles.pop(node.key, None)
+                    self.info_by_key.pop(node.key, None)
 
     def _submit(self, spec: StageSpec, deps: dict[str, Any] | None) -> Any:
         names = list(deps) if deps else []
         values = [deps[n] for n in names] if deps else []
         value_ref, info_ref = stage_task.options(
-            num_cpus=spec.cpu, num_gpus=spec.gpu, name=f"{spec.stage}:{spec.key[:8]}"
+            num_cpus=spec.cpu, num_gpus=spec.gpu, name=f"{spec.stage}:{spec.key[:8]}", max_retries=self.retries
         ).remote(spec, self.storage_root, names, *values)
         self.infos.append((spec.stage, info_ref))
+        self.info_by_key[spec.key] = info_ref
         return value_ref
 
     def _load(self, spec: StageSpec) -> Any:

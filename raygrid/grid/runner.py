@@ -30,7 +30,8 @@ import yaml
 
 from raygrid.config.loader import GridSpec, TrialSpec, build_grid, load_grid
 from raygrid.errors import RaygridError
-from raygrid.pipeline.cache import CacheMiss, StageCache
+from raygrid.grid.trainable import ATTEMPTS_TAG, FAILED_METRIC, NODE_IP_TAG, NODE_TAG
+from raygrid.pipeline.cache import CacheMiss, StageCache, check_storage, filesystem, is_uri, resolve_root
 from raygrid.pipeline.resolve import CACHED, StageLedger
 from raygrid.pipeline.spec import StageSpec
 from raygrid.tracking.store import (
@@ -133,7 +134,8 @@ def run_grid(
     base = (base or Path.cwd()).resolve()
     target = resolve_tracking(grid.settings.tracking.uri, base)
     check_tracking(target)
-    storage_root = _resolve_path(grid.settings.storage.root, base)
+    storage_root = resolve_root(grid.settings.storage.root, base)
+    check_storage(storage_root)
     cache = StageCache(storage_root)
     graphs = _graphs(grid, grid.settings.resources)
     # A grid whose every trial product is cached is replayed by the driver alone: no Ray to start.
@@ -141,7 +143,7 @@ def run_grid(
     try:
         if ray_state is not None:
             graphs = _graphs(grid, ray_state.resources(grid))
-        tracker = GridTracker(target)
+        tracker = GridTracker(target, retry_seconds=grid.settings.tracking.retry_seconds)
         experiment_id = tracker.experiment_id(grid.settings.tracking.experiment or grid.name)
         assert experiment_id is not None
         grid_run_id, runs, statuses = _open_session(tracker, experiment_id, grid, resume, storage_root)
@@ -257,7 +259,7 @@ def _serve_cached(
             rest.append(trial)
             continue
         tracker.set_status(runs[trial.name], "RUNNING")
-        tracker.log_outcome(runs[trial.name], outcome)
+        tracker.log_outcome(runs[trial.name], outcome, tags={NODE_TAG: "driver"})
         tracker.set_status(runs[trial.name], "FINISHED")
         ledger.record(graph.stage, CACHED)
         if progress is not None:
@@ -284,7 +286,8 @@ def _log_significance(
             continue
     for name, values in twin_significance(outcomes, baselines).items():
         if values and name in runs:
-            tracker.log_trial(runs[name], values, {})
+            # Only what the run lacks: a finished run of an earlier session keeps its one value.
+            tracker.log_trial(runs[name], values, {}, skip_logged=True)
 
 
 def _merge_stage_rows(*tables: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -299,7 +302,7 @@ def _merge_stage_rows(*tables: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _open_session(
-    tracker: GridTracker, experiment_id: str, grid: GridSpec, resume: bool, storage_root: Path
+    tracker: GridTracker, experiment_id: str, grid: GridSpec, resume: bool, storage_root: str
 ) -> tuple[str, dict[str, str], dict[str, str]]:
     """The grid run and one trial run per grid point: new ones, or the latest session's on resume."""
     runs: dict[str, str] = {}
@@ -354,6 +357,8 @@ def _final_states(
             status = "FAILED"
         row: dict[str, Any] = {"trial": trial.name, "status": status}
         row.update({k: (run.data.metrics.get(k) if run else None) for k in KEY_METRICS})
+        row["node"] = _node_label(run.data.tags) if run else ""
+        row["attempts"] = int(run.data.tags.get(ATTEMPTS_TAG, "0") or 0) if run else 0
         if status != "FINISHED":
             row["error"] = (run.data.tags.get("raygrid.error") if run else None) or error
         rows.append(row)
@@ -425,7 +430,7 @@ def _run_trials(
     runs: dict[str, str],
     graphs: dict[str, StageSpec],
     target: TrackingTarget,
-    storage_root: Path,
+    storage_root: str,
     session: str,
     shape: Any,
     progress: ProgressSink | None,
@@ -441,17 +446,25 @@ def _run_trials(
     from raygrid.grid.resources import default_concurrency
     from raygrid.grid.trainable import run_trial
 
+    retries = grid.settings.retries
     broker_name = f"raygrid-broker-{session}"
-    broker = StageBroker.options(name=broker_name).remote(str(storage_root))
+    broker = StageBroker.options(name=broker_name, max_restarts=0).remote(storage_root, retries)
     payloads = {
         t.name: {
             "run_id": runs[t.name],
             "graph": graphs[t.name],
             "tracking_uri": target.uri,
+            "retry_seconds": grid.settings.tracking.retry_seconds,
             "broker": broker_name,
         }
         for t in trials
     }
+    # Tune's own state goes under the storage root too (a URI through its pyarrow filesystem).
+    if is_uri(storage_root):
+        tune_fs, tune_base = filesystem(storage_root)
+        tune_storage: dict[str, Any] = {"storage_path": f"{tune_base}/tune", "storage_filesystem": tune_fs}
+    else:
+        tune_storage = {"storage_path": str(Path(storage_root) / "tune")}
     concurrency = grid.settings.resources.max_concurrent_trials or default_concurrency(shape, len(trials))
     tuner = tune.Tuner(
         tune.with_resources(
@@ -466,10 +479,11 @@ def _run_trials(
         ),
         run_config=tune.RunConfig(
             name=f"{grid.name}-{session[:8]}",
-            storage_path=str(storage_root / "tune"),
+            **tune_storage,
             verbose=0,
             callbacks=[_ProgressCallback(done, total or len(trials), progress, broker)] if progress else [],
-            failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+            # A trial whose process, stage worker or node died starts again, continuing its MLflow run.
+            failure_config=tune.FailureConfig(max_failures=retries, fail_fast=False),
         ),
     )
     try:
@@ -477,7 +491,9 @@ def _run_trials(
         results: dict[str, dict[str, Any]] = {}
         for result in result_grid:
             if result.config:
-                results[result.config["trial"]] = {"error": _error_line(result.error) if result.error else None}
+                failed = bool((result.metrics or {}).get(FAILED_METRIC))
+                error = _error_line(result.error) if result.error else ("the trial failed" if failed else None)
+                results[result.config["trial"]] = {"error": error}
         return results, ray.get(broker.summary.remote())
     finally:
         ray.kill(broker)
@@ -540,7 +556,8 @@ class _ProgressCallback:
 
             def on_trial_complete(self, iteration, trials, trial, **info):
                 self.done += 1
-                sink.trial_done(self.done, total, trial.config["trial"], "FINISHED")
+                failed = (trial.last_result or {}).get(FAILED_METRIC)
+                sink.trial_done(self.done, total, trial.config["trial"], "FAILED" if failed else "FINISHED")
 
             def on_trial_error(self, iteration, trials, trial, **info):
                 self.done += 1
@@ -554,6 +571,9 @@ def _error_line(error: BaseException) -> str:
     return (text[-1] if text else type(error).__name__)[:500]
 
 
-def _resolve_path(path: str, base: Path) -> Path:
-    p = Path(path).expanduser()
-    return p if p.is_absolute() else base / p
+def _node_label(tags: dict[str, str]) -> str:
+    """``<node id[:8]> (<ip>)`` of the node that produced a trial's final stage, from its run's tags."""
+    node, ip = tags.get(NODE_TAG, ""), tags.get(NODE_IP_TAG, "")
+    if not node or node == "driver":
+        return node
+    return f"{node[:8]} ({ip})" if ip else node[:8]

@@ -1,49 +1,131 @@
-"""The content-addressed stage cache on disk.
+"""The content-addressed stage cache under a grid's storage root.
 
-Each stage result is one file ``<root>/cache/<stage>/<key[:2]>/<key>.pkl`` holding
-the value and a small metadata record. Files are written to a temporary name in
-the same folder and renamed into place, so a crash never leaves a half entry and
-a restarted driver finds every finished stage. A file that cannot be read back
-(truncated, corrupt, written by incompatible code) counts as a miss and is
-recomputed.
+Each stage result is one entry ``<root>/cache/<stage>/<key[:2]>/<key>.pkl`` holding
+the value and a small metadata record. Entries are written to a temporary name
+beside the final one and renamed into place, so a crash (or a full or read-only
+disk) never leaves a half entry and a restarted driver finds every finished
+stage. An entry that cannot be read back (truncated, corrupt, written by
+incompatible code) counts as a miss and is recomputed.
+
+The root is a local folder, a shared filesystem path mounted alike on every node,
+or a URI that :mod:`pyarrow.fs` understands (``s3://bucket/prefix``, ``file:///...``).
+On S3 an object only appears once its upload completes, and the rename is a
+server-side copy, so the same guarantee holds there.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import pickle
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
+from raygrid.errors import StorageError
 from raygrid.pipeline.spec import StageSpec
 
 log = logging.getLogger(__name__)
+
+#: Name of the probe file :func:`check_storage` writes and removes.
+PROBE_NAME = ".raygrid-write-test"
 
 
 class CacheMiss(KeyError):
     """No usable cache entry for a stage key."""
 
 
+def is_uri(root: str | Path) -> bool:
+    """Whether ``root`` is a URI (``s3://``, ``file://``) rather than a local path."""
+    return "://" in str(root)
+
+
+def resolve_root(root: str | Path, base: Path | None = None) -> str:
+    """An absolute form of a storage root: a URI as given, a local path made absolute against ``base``."""
+    if is_uri(root):
+        return str(root).rstrip("/")
+    path = Path(root).expanduser()
+    return str(path if path.is_absolute() else (base or Path.cwd()).resolve() / path)
+
+
+def filesystem(uri: str) -> tuple[Any, str]:
+    """The :mod:`pyarrow.fs` filesystem of a storage URI and the path inside it.
+
+    An ``s3://`` URI takes its credentials from the standard ``AWS_*`` variables and its
+    endpoint from ``AWS_ENDPOINT_URL_S3``, ``AWS_ENDPOINT_URL`` or ``MLFLOW_S3_ENDPOINT_URL``
+    (MinIO and other S3-compatible stores), in that order.
+
+    Raises:
+        StorageError: The URI's scheme is not supported or its filesystem cannot be opened.
+    """
+    import pyarrow.fs as pafs
+
+    scheme, _, rest = uri.partition("://")
+    try:
+        if scheme == "s3":
+            endpoint = next(
+                (os.environ[v] for v in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL") if os.environ.get(v)),
+                None,
+            )
+            options: dict[str, Any] = {}
+            if endpoint:
+                scheme_part, _, host = endpoint.partition("://")
+                options = {"endpoint_override": host or endpoint, "scheme": scheme_part if host else "https"}
+            region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+            if region:
+                options["region"] = region
+            return pafs.S3FileSystem(**options), rest.rstrip("/")
+        fs, path = pafs.FileSystem.from_uri(uri)
+        return fs, path.rstrip("/")
+    except (OSError, ValueError) as exc:
+        raise StorageError(f"storage.root {uri!r} cannot be opened ({exc}); use a folder, a shared path or s3://bucket/prefix") from None
+
+
 class StageCache:
-    """Stage results on a local or shared filesystem, addressed by :attr:`StageSpec.key`.
+    """Stage results under a storage root, addressed by :attr:`StageSpec.key`.
 
     Args:
-        root: The storage root; entries go under ``root/cache``.
+        root: The storage root (folder or URI); entries go under ``root/cache``.
+        fs: A :mod:`pyarrow.fs` filesystem to use instead of the one ``root`` names
+            (``root`` is then a path inside it): tests use a local stand-in for S3.
     """
 
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root).expanduser().resolve()
+    def __init__(self, root: str | Path, fs: Any | None = None) -> None:
+        self.uri = resolve_root(root) if fs is None else str(root)
+        self.fs: Any | None = fs
+        self._base = str(root).rstrip("/") if fs is not None else ""
+        if fs is None and is_uri(self.uri):
+            self.fs, self._base = filesystem(self.uri)
+        self.root = Path(self.uri) if self.fs is None else None
+
+    @property
+    def is_local(self) -> bool:
+        """Whether entries are plain files on a (local or shared) filesystem."""
+        return self.fs is None
+
+    def _relative(self, spec: StageSpec) -> str:
+        return f"cache/{spec.stage}/{spec.key[:2]}/{spec.key}.pkl"
 
     def path(self, spec: StageSpec) -> Path:
-        """Where the entry of ``spec`` lives (whether or not it exists)."""
-        return self.root / "cache" / spec.stage / spec.key[:2] / f"{spec.key}.pkl"
+        """Where the entry of ``spec`` lives on a local root (whether or not it exists)."""
+        if self.root is None:
+            raise ValueError(f"the storage root {self.uri} is not a local folder; use location()")
+        return self.root / self._relative(spec)
+
+    def location(self, spec: StageSpec) -> str:
+        """Where the entry of ``spec`` lives: a local path, or a path inside the root's filesystem."""
+        return str(self.path(spec)) if self.root is not None else f"{self._base}/{self._relative(spec)}"
 
     def exists(self, spec: StageSpec) -> bool:
         """Whether an entry for ``spec`` has been written."""
-        return self.path(spec).is_file()
+        if self.root is not None:
+            return self.path(spec).is_file()
+        import pyarrow.fs as pafs
+
+        return self.fs.get_file_info(self.location(spec)).type == pafs.FileType.File
 
     def load(self, spec: StageSpec) -> Any:
         """The cached value of ``spec``.
@@ -51,24 +133,25 @@ class StageCache:
         Raises:
             CacheMiss: No entry, or the entry is unreadable (it is then removed).
         """
-        path = self.path(spec)
+        where = self.location(spec)
         try:
-            with path.open("rb") as fh:
-                record = pickle.load(fh)
+            record = pickle.loads(self._read(where))
             if not isinstance(record, dict) or record.get("key") != spec.key:
                 raise ValueError("entry does not belong to this key")
             return record["value"]
         except FileNotFoundError:
             raise CacheMiss(spec.key) from None
         except Exception as exc:
-            log.warning("cache entry %s is unreadable (%s); recomputing it", path, exc)
-            path.unlink(missing_ok=True)
+            log.warning("cache entry %s is unreadable (%s); recomputing it", where, exc)
+            self._remove(where)
             raise CacheMiss(spec.key) from exc
 
-    def save(self, spec: StageSpec, value: Any, seconds: float) -> Path:
-        """Write ``value`` as the entry of ``spec`` atomically; returns its path."""
-        path = self.path(spec)
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def save(self, spec: StageSpec, value: Any, seconds: float) -> str:
+        """Write ``value`` as the entry of ``spec`` atomically; returns where it went.
+
+        Raises:
+            StorageError: The root is full, read-only or otherwise unwritable (no entry is left behind).
+        """
         record = {
             "key": spec.key,
             "stage": spec.stage,
@@ -78,7 +161,54 @@ class StageCache:
             "created": time.time(),
             "value": value,
         }
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{spec.key}.", suffix=".tmp")
+        try:
+            if self.root is not None:
+                return str(self._save_local(self.path(spec), record))
+            return self._save_fs(self.location(spec), record)
+        except OSError as exc:
+            raise storage_error(self.uri, exc, f"writing the {spec.stage} stage's result") from exc
+
+    def entries(self) -> list[str]:
+        """Every finished entry (not temporary files) under the root, as locations."""
+        if self.root is not None:
+            return sorted(str(p) for p in (self.root / "cache").glob("*/*/*.pkl"))
+        import pyarrow.fs as pafs
+
+        selector = pafs.FileSelector(f"{self._base}/cache", recursive=True, allow_not_found=True)
+        return sorted(
+            i.path for i in self.fs.get_file_info(selector) if i.type == pafs.FileType.File and i.path.endswith(".pkl")
+            and not i.base_name.startswith(".")
+        )
+
+    def read_record(self, location: str) -> dict[str, Any]:
+        """The whole record (metadata and value) of the entry at ``location``: for checks and reports."""
+        return pickle.loads(self._read(location))
+
+    # ------------------------------------------------------------------ io
+
+    def _read(self, where: str) -> bytes:
+        if self.root is not None:
+            return Path(where).read_bytes()
+        import pyarrow.fs as pafs
+
+        if self.fs.get_file_info(where).type != pafs.FileType.File:
+            raise FileNotFoundError(where)
+        with self.fs.open_input_stream(where) as fh:
+            return fh.read()
+
+    def _remove(self, where: str) -> None:
+        try:
+            if self.root is not None:
+                Path(where).unlink(missing_ok=True)
+            else:
+                self.fs.delete_file(where)
+        except OSError:
+            pass  # a read-only root: the unreadable entry stays, and is recomputed in memory
+
+    @staticmethod
+    def _save_local(path: Path, record: dict[str, Any]) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{record['key']}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as fh:
                 pickle.dump(record, fh, protocol=5)
@@ -89,3 +219,65 @@ class StageCache:
             Path(tmp).unlink(missing_ok=True)
             raise
         return path
+
+    def _save_fs(self, where: str, record: dict[str, Any]) -> str:
+        # Serialise first: a value that fails to pickle never opens an upload.
+        payload = pickle.dumps(record, protocol=5)
+        folder, _, name = where.rpartition("/")
+        tmp = f"{folder}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
+        self.fs.create_dir(folder, recursive=True)
+        try:
+            with self.fs.open_output_stream(tmp) as fh:
+                fh.write(payload)
+            self.fs.move(tmp, where)
+        except BaseException:
+            try:
+                self.fs.delete_file(tmp)
+            except OSError:
+                pass
+            raise
+        return where
+
+
+def storage_error(root: str, exc: OSError, doing: str) -> StorageError:
+    """A one-line :class:`StorageError` for an ``OSError`` met while ``doing`` something under ``root``."""
+    text = str(exc).strip()
+    reason = exc.strerror or (text.splitlines()[0] if text else type(exc).__name__)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free space (or raise the quota) there, or choose another storage.root"
+    elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        fix = "make it writable, or choose another storage.root"
+    else:
+        fix = "check it, or choose another storage.root"
+    return StorageError(f"storage root {root} is not writable while {doing} ({reason}); {fix}")
+
+
+def check_storage(root: str | Path, fs: Any | None = None) -> None:
+    """Fail fast, with one clear line, when the storage root cannot hold cache entries.
+
+    Writes (and fsyncs, so a full disk shows) a small probe file under ``root`` and removes it.
+
+    Raises:
+        StorageError: The root is read-only, full, or cannot be created.
+    """
+    cache = StageCache(root, fs=fs)
+    payload = os.urandom(64 * 1024)
+    try:
+        if cache.root is not None:
+            cache.root.mkdir(parents=True, exist_ok=True)
+            probe = cache.root / PROBE_NAME
+            try:
+                with probe.open("wb") as fh:
+                    fh.write(payload)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            finally:
+                probe.unlink(missing_ok=True)
+        else:
+            probe_path = f"{cache._base}/{PROBE_NAME}"
+            cache.fs.create_dir(cache._base, recursive=True)
+            with cache.fs.open_output_stream(probe_path) as fh:
+                fh.write(payload)
+            cache.fs.delete_file(probe_path)
+    except OSError as exc:
+        raise storage_error(cache.uri, exc, "checking it before the grid starts") from None

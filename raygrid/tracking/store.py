@@ -41,6 +41,8 @@ GRID_KEY_TAG = "raygrid.grid_key"
 STORAGE_TAG = "raygrid.storage_root"
 OVERRIDES_TAG = "raygrid.overrides"
 CONFIG_HASH_TAG = "raygrid.config_hash"
+#: How many times a trial's coordinator started on its run (retries and resumes included).
+ATTEMPTS_TAG = "raygrid.attempts"
 PARENT_TAG = "mlflow.parentRunId"
 MAX_PARAM_LENGTH = 6000
 
@@ -124,21 +126,80 @@ def check_tracking(target: TrackingTarget, timeout: float = 5.0) -> None:
         raise TrackingError(f"cannot write the MLflow store in {folder} ({exc.strerror}); choose another tracking.uri") from None
 
 
-def retry(fn: Callable[[], T], *, what: str, attempts: int = 6, first_delay: float = 0.2) -> T:
-    """Call ``fn`` with bounded exponential backoff on transient store errors (SQLite locks, HTTP hiccups)."""
+#: Error texts of a store that may answer again: SQLite locks, a server restarting or overloaded.
+TRANSIENT = (
+    "locked",
+    "busy",
+    "timed out",
+    "timeout",
+    "connection",
+    "temporarily",
+    "max retries exceeded",
+    "remote end closed",
+    "502",
+    "503",
+    "504",
+)
+
+#: How long a tracking call is retried by default before the error is raised (seconds).
+RETRY_SECONDS = 60.0
+
+#: MLflow's own HTTP retries (7 retries, backoff factor 2: minutes per call) would hide a
+#: server outage from :func:`retry`'s bound, and would re-send a request the server may
+#: already have applied (a second run for one grid point): every retry goes through
+#: :func:`retry`, which looks for a run before creating it again.
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` looks like a store that may answer again (lock, outage), not a refused request."""
+    text = str(exc).lower()
+    return isinstance(exc, (ConnectionError, TimeoutError)) or any(s in text for s in TRANSIENT)
+
+
+def retry(
+    fn: Callable[[], T],
+    *,
+    what: str,
+    seconds: float = RETRY_SECONDS,
+    first_delay: float = 0.2,
+    max_delay: float = 8.0,
+    store: str = "the MLflow tracking store",
+) -> T:
+    """Call ``fn``, retrying transient store errors with exponential backoff for at most ``seconds``.
+
+    A SQLite lock or a tracking server that restarts costs a few retries; a server
+    that stays away for longer than ``seconds`` ends in one clear error, so the
+    trial (or grid) fails instead of hanging.
+
+    Raises:
+        TrackingError: The store kept failing transiently for ``seconds``.
+        Exception: Any non-transient error of ``fn``, at once.
+    """
+    deadline = time.monotonic() + seconds
     delay = first_delay
-    for attempt in range(1, attempts + 1):
+    while True:
         try:
             return fn()
         except Exception as exc:
-            text = str(exc).lower()
-            transient = any(s in text for s in ("locked", "busy", "timed out", "connection", "temporarily", "503", "502"))
-            if not transient or attempt == attempts:
+            if not is_transient(exc):
                 raise
-            log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
-            time.sleep(delay)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+                raise TrackingError(
+                    f"{store} did not answer for {seconds:g} s while {what} ({first}); "
+                    "check that it is up, then run raygrid resume NAME"
+                ) from exc
+            wait = min(delay, max_delay, left)
+            log.warning("%s failed (%s); retrying in %.1fs", what, str(exc).splitlines()[0][:200] if str(exc) else exc, wait)
+            time.sleep(wait)
             delay *= 2
-    raise AssertionError("unreachable")
 
 
 def git_commit(path: Path | None = None) -> str:
@@ -179,17 +240,27 @@ class GridTracker:
         target: Where MLflow lives.
     """
 
-    def __init__(self, target: TrackingTarget) -> None:
+    def __init__(self, target: TrackingTarget, *, retry_seconds: float = RETRY_SECONDS) -> None:
+        import os
+
+        if target.is_server:
+            for name, value in HTTP_DEFAULTS.items():
+                os.environ.setdefault(name, value)
         from mlflow import MlflowClient
 
         self.target = target
+        self.retry_seconds = retry_seconds
         self.client = MlflowClient(tracking_uri=target.uri)
+
+    def _retry(self, fn: Callable[[], T], what: str) -> T:
+        store = f"MLflow tracking server {self.target.uri}" if self.target.is_server else f"MLflow store {self.target.uri}"
+        return retry(fn, what=what, seconds=self.retry_seconds, store=store)
 
     # ----------------------------------------------------------------- driver side
 
     def experiment_id(self, name: str, *, create: bool = True) -> str | None:
         """The id of experiment ``name``, created (with its artifact folder) if asked."""
-        experiment = retry(lambda: self.client.get_experiment_by_name(name), what="finding the experiment")
+        experiment = self._retry(lambda: self.client.get_experiment_by_name(name), "finding the experiment")
         if experiment is not None:
             if experiment.lifecycle_stage == "deleted":
                 raise TrackingError(
@@ -203,9 +274,9 @@ class GridTracker:
             location = (self.target.artifact_root / name).as_uri()
         # Opens the MLflow 3 UI on the runs table (params, metrics, artifacts), not its GenAI views.
         tags = {"mlflow.experimentKind": "custom_model_development"}
-        return retry(
+        return self._retry(
             lambda: self.client.create_experiment(name, artifact_location=location, tags=tags),
-            what="creating the experiment",
+            "creating the experiment",
         )
 
     def start_grid_run(
@@ -228,8 +299,11 @@ class GridTracker:
             tags[STORAGE_TAG] = storage_root
         if path:
             tags[GRID_PATH_TAG] = path
-        run = self.client.create_run(experiment_id, run_name=f"{grid_name}-{time.strftime('%Y%m%d-%H%M%S')}", tags=tags)
-        self.client.log_text(run.info.run_id, grid_yaml, "grid.yaml")
+        run = self._retry(
+            lambda: self.client.create_run(experiment_id, run_name=f"{grid_name}-{time.strftime('%Y%m%d-%H%M%S')}", tags=tags),
+            "creating the grid run",
+        )
+        self._retry(lambda: self.client.log_text(run.info.run_id, grid_yaml, "grid.yaml"), "storing grid.yaml")
         return run.info.run_id
 
     def create_trial_run(self, experiment_id: str, parent_id: str, *, name: str, tags: Mapping[str, str], params: Mapping[str, str]) -> str:
@@ -237,25 +311,44 @@ class GridTracker:
         from mlflow.entities import Param
 
         all_tags = {PARENT_TAG: parent_id, KIND_TAG: "trial", GRID_KEY_TAG: name, **tags}
-        run = retry(lambda: self.client.create_run(experiment_id, run_name=name, tags=all_tags), what="creating a trial run")
+        tried = False
+
+        def create() -> Any:
+            # A retried create may follow one the store applied but never confirmed (a timeout):
+            # look for it first, so a grid point never gets two runs.
+            nonlocal tried
+            if tried:
+                found = self.trial_runs(experiment_id, parent_id, key=name)
+                if found:
+                    return next(iter(found.values()))
+            tried = True
+            return self.client.create_run(experiment_id, run_name=name, tags=all_tags)
+
+        run = self._retry(create, "creating a trial run")
         run_id = run.info.run_id
         items = [Param(k, v) for k, v in params.items()]
         for i in range(0, len(items), 100):
-            retry(lambda c=items[i : i + 100]: self.client.log_batch(run_id, params=c), what="logging params")
-        retry(lambda: self.client.update_run(run_id, status="SCHEDULED"), what="scheduling the run")
+            self._retry(lambda c=items[i : i + 100]: self.client.log_batch(run_id, params=c), "logging params")
+        self._retry(lambda: self.client.update_run(run_id, status="SCHEDULED"), "scheduling the run")
         return run_id
 
     def latest_grid_run(self, experiment_id: str) -> Any | None:
         """The most recent grid (parent) run of the experiment, or ``None``."""
-        runs = self.client.search_runs(
-            [experiment_id], filter_string=f"tags.`{KIND_TAG}` = 'grid'", order_by=["attributes.start_time DESC"], max_results=1
+        runs = self._retry(
+            lambda: self.client.search_runs(
+                [experiment_id], filter_string=f"tags.`{KIND_TAG}` = 'grid'", order_by=["attributes.start_time DESC"], max_results=1
+            ),
+            "finding the grid run",
         )
         return runs[0] if runs else None
 
-    def trial_runs(self, experiment_id: str, parent_id: str) -> dict[str, Any]:
-        """The trial runs of a grid session, by grid key."""
-        runs = self.client.search_runs(
-            [experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}'", max_results=5000
+    def trial_runs(self, experiment_id: str, parent_id: str, *, key: str | None = None) -> dict[str, Any]:
+        """The trial runs of a grid session (or its run of grid key ``key``), by grid key."""
+        where = f"tags.`{PARENT_TAG}` = '{parent_id}'"
+        if key is not None:
+            where += f" and tags.`{GRID_KEY_TAG}` = '{key}'"
+        runs = self._retry(
+            lambda: self.client.search_runs([experiment_id], filter_string=where, max_results=5000), "finding the trial runs"
         )
         return {r.data.tags.get(GRID_KEY_TAG, r.info.run_name): r for r in runs}
 
@@ -264,54 +357,89 @@ class GridTracker:
         from mlflow.artifacts import download_artifacts
 
         with tempfile.TemporaryDirectory() as tmp:
-            path = download_artifacts(run_id=run_id, artifact_path="grid.yaml", dst_path=tmp, tracking_uri=self.target.uri)
+            path = self._retry(
+                lambda: download_artifacts(run_id=run_id, artifact_path="grid.yaml", dst_path=tmp, tracking_uri=self.target.uri),
+                "reading grid.yaml",
+            )
             return Path(path).read_text()
 
     def log_table(self, run_id: str, rows: list[dict[str, Any]], artifact_file: str) -> None:
         """Log a list of dicts as a JSON artifact (the stage summary, the trial table)."""
         import json
 
-        self.client.log_text(run_id, json.dumps(rows, indent=2, default=str), artifact_file)
+        text = json.dumps(rows, indent=2, default=str)
+        self._retry(lambda: self.client.log_text(run_id, text, artifact_file), f"storing {artifact_file}")
 
     # ----------------------------------------------------------------- worker side
 
     def set_status(self, run_id: str, status: str, *, error: str | None = None) -> None:
         """Mark a run SCHEDULED, RUNNING, FINISHED or FAILED (with the error's one-line summary)."""
         if error:
-            retry(lambda: self.client.set_tag(run_id, "raygrid.error", error[:5000]), what="tagging the error")
+            self._retry(lambda: self.client.set_tag(run_id, "raygrid.error", error[:5000]), "tagging the error")
         if status in ("RUNNING", "SCHEDULED"):
-            retry(lambda: self.client.update_run(run_id, status=status), what=f"marking the run {status}")
+            self._retry(lambda: self.client.update_run(run_id, status=status), f"marking the run {status}")
         else:
-            retry(lambda: self.client.set_terminated(run_id, status=status), what="closing the run")
+            self._retry(lambda: self.client.set_terminated(run_id, status=status), "closing the run")
 
-    def log_outcome(self, run_id: str, outcome: Any) -> None:
-        """Log a trial's outcome (a :class:`~raygrid.pipeline.outcome.TrialOutcome`): metrics, artifacts, info tags."""
-        tags = {f"raygrid.{k}": v for k, v in outcome.info.items()}
-        self.log_trial(run_id, outcome.metrics, outcome.artifacts, tags=tags)
+    def count_attempt(self, run_id: str) -> int:
+        """Add one to the run's :data:`ATTEMPTS_TAG` and return it (1 for a trial's first start)."""
+        run = self._retry(lambda: self.client.get_run(run_id), "reading the run")
+        attempt = int(run.data.tags.get(ATTEMPTS_TAG, "0") or 0) + 1
+        self._retry(lambda: self.client.set_tag(run_id, ATTEMPTS_TAG, str(attempt)), "counting the attempt")
+        return attempt
 
-    def log_trial(self, run_id: str, metrics: Mapping[str, float], artifacts: Mapping[str, bytes], tags: Mapping[str, str] | None = None) -> None:
-        """Log a trial's metrics (one batch) and artifacts (by relative path)."""
+    def log_outcome(self, run_id: str, outcome: Any, tags: Mapping[str, str] | None = None) -> None:
+        """Log a trial's outcome (a :class:`~raygrid.pipeline.outcome.TrialOutcome`): metrics, artifacts, info tags.
+
+        Idempotent: a metric the run already has (an earlier attempt of the trial,
+        killed after logging it) is not logged again, so every metric keeps one value.
+        """
+        all_tags = {f"raygrid.{k}": v for k, v in outcome.info.items()}
+        all_tags.update(tags or {})
+        self.log_trial(run_id, outcome.metrics, outcome.artifacts, tags=all_tags, skip_logged=True)
+
+    def logged_metrics(self, run_id: str) -> dict[str, float]:
+        """The latest value of every metric run ``run_id`` has."""
+        return dict(self._retry(lambda: self.client.get_run(run_id), "reading the run").data.metrics)
+
+    def log_trial(
+        self,
+        run_id: str,
+        metrics: Mapping[str, float],
+        artifacts: Mapping[str, bytes],
+        tags: Mapping[str, str] | None = None,
+        *,
+        skip_logged: bool = False,
+    ) -> None:
+        """Log a trial's metrics (one batch) and artifacts (by relative path).
+
+        With ``skip_logged``, metrics the run already has are left out, so logging
+        the same outcome again (a retried or resumed trial) adds nothing to its
+        metric histories. Retries within one call reuse one timestamp, which the
+        store de-duplicates.
+        """
         import math
 
         from mlflow.entities import Metric, RunTag
 
+        present = self.logged_metrics(run_id) if skip_logged else {}
         now = int(time.time() * 1000)
         items = [
             Metric(metric_name(k), float(v), now, 0)
             for k, v in metrics.items()
-            if v is not None and not (isinstance(v, float) and math.isnan(v))
+            if v is not None and not (isinstance(v, float) and math.isnan(v)) and metric_name(k) not in present
         ]
         tag_items = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
         for i in range(0, max(len(items), 1), 500):
             chunk, chunk_tags = items[i : i + 500], (tag_items if i == 0 else [])
-            retry(lambda c=chunk, t=chunk_tags: self.client.log_batch(run_id, metrics=c, tags=t), what="logging metrics")
+            self._retry(lambda c=chunk, t=chunk_tags: self.client.log_batch(run_id, metrics=c, tags=t), "logging metrics")
         if artifacts:
             with tempfile.TemporaryDirectory() as tmp:
                 for relative, payload in artifacts.items():
                     file = Path(tmp) / relative
                     file.parent.mkdir(parents=True, exist_ok=True)
                     file.write_bytes(payload)
-                retry(lambda: self.client.log_artifacts(run_id, tmp), what="logging artifacts")
+                self._retry(lambda: self.client.log_artifacts(run_id, tmp), "logging artifacts")
 
 
 def trial_table(runs: Iterable[Any], keys: Iterable[str]) -> list[dict[str, Any]]:
