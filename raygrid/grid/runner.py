@@ -507,6 +507,9 @@ def _init_ray(address: str | None) -> bool:
         return False
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    # No --address: RAY_ADDRESS if set (a cluster's job environment), else a new local Ray;
+    # never silently the `ray start` cluster some other user runs on this machine.
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
     try:
         ray.init(
             address=address,
@@ -516,7 +519,7 @@ def _init_ray(address: str | None) -> bool:
             configure_logging=False,
         )
     except (ConnectionError, TimeoutError, ValueError, RuntimeError) as exc:
-        where = address or "a local Ray"
+        where = "a local Ray" if address == "local" else address
         raise RaygridError(f"cannot start or join Ray at {where} ({str(exc).splitlines()[0]}); check --address and that the cluster is up") from None
     return True
 

@@ -552,16 +552,27 @@ def correlation_table(rows: Sequence[Correlation]) -> ReportTable:
     return table
 
 
+#: Significance level of the correlation findings.
+ALPHA = 0.05
+
+
 def finding(c: Correlation) -> str:
-    """One sentence comparing the two correlations of ``c`` (the paper: FL, not SR, tracks the ranking change)."""
+    """One sentence comparing the two correlations of ``c`` (the paper: FL, not SR, tracks the ranking change).
+
+    A correlation counts only when its p-value is below :data:`ALPHA`; when both
+    do, the larger ``|rho|`` wins.
+    """
     if math.isnan(c.fl_rho) and math.isnan(c.sr_rho):
-        return f"Spearman correlations over {c.n} attacked trials cannot be computed (fewer than 3, or constant)."
+        return f"Spearman correlations over {c.n} attacked trials ({c.scope}) cannot be computed (fewer than 3, or constant)."
     text = (
-        f"Over {c.n} attacked trials, Spearman ρ(FL, ΔCHR@20) = {format_value(c.fl_rho, '.3f')} "
+        f"Over {c.n} attacked trials ({c.scope}), Spearman ρ(FL, ΔCHR@20) = {format_value(c.fl_rho, '.3f')} "
         f"(p = {format_value(c.fl_p, 'p')}) and ρ(SR, ΔCHR@20) = {format_value(c.sr_rho, '.3f')} "
         f"(p = {format_value(c.sr_p, 'p')})"
     )
-    fl, sr = abs(c.fl_rho), abs(c.sr_rho)
+    fl = abs(c.fl_rho) if c.fl_p < ALPHA else float("nan")  # NaN p-values compare False: not significant
+    sr = abs(c.sr_rho) if c.sr_p < ALPHA else float("nan")
+    if math.isnan(fl) and math.isnan(sr):
+        return text + f": neither correlates significantly (p < {ALPHA})."
     if math.isnan(sr) or (not math.isnan(fl) and fl > sr):
         return text + ": feature loss tracks the ranking change more closely than success rate, as in the paper."
     if math.isnan(fl) or sr > fl:
@@ -612,7 +623,10 @@ def write_var_report(s: VarSession, folder: Path, context: Mapping[str, str] | N
 
     rows = correlations(s)
     overall = rows[0]
-    headlines = [finding(overall)]
+    # The finding over all attacked trials, then per dataset or recommender where one correlation is significant.
+    headlines = [finding(overall)] + [
+        finding(c) for c in rows[1:] if c.fl_p < ALPHA or c.sr_p < ALPHA
+    ]
     unfinished = [t for t in s.trials if not t.finished]
     if unfinished:
         headlines.append(
@@ -719,7 +733,8 @@ def readme(s: VarSession, tables: Mapping[str, ReportTable], overall: Correlatio
         lines += [f"- `{t.name}`: {t.status.lower()}" + (f": {t.error}" if t.error else "") for t in unfinished]
     for note in s.notes:
         lines += ["", f"> {note}"]
-    lines += ["", "## Feature loss, not success rate, moves the ranking?", "", finding(overall), ""]
+    lines += ["", "## Feature loss, not success rate, moves the ranking?", ""]
+    lines += [f"- {finding(c)}" for c in correlations(s)] + [""]
     lines += [to_markdown(tables["correlations"]), "", f"![FL and SR against ΔCHR@20]({PLOT_SCATTER})", ""]
     lines += [
         (

@@ -26,7 +26,7 @@ def grid_doc(**extra):
 def test_demo_grid_expands_to_extractors_x_attacks_x_recommender():
     grid = load_grid(ROOT / "experiments" / "demo.yaml")
     assert grid.name == "demo"
-    attacks = ["none", "fgsm_eps4", "fgsm_eps8", "pgd_eps4", "pgd_eps8"]
+    attacks = ["none", "fgsm_eps4", "fgsm_eps8", "pgd_eps4", "pgd_eps8", "cw"]
     recommenders = ["fm", "vbpr", "amr"]  # the axis values' labels
     assert [t.name for t in grid.trials] == [
         f"{training}-{attack}-{rec}"
@@ -38,6 +38,7 @@ def test_demo_grid_expands_to_extractors_x_attacks_x_recommender():
     pgd8 = grid.trial("free_adversarial-pgd_eps8-vbpr").config
     assert pgd8.attack.name == "pgd" and pgd8.attack.eps == 8 and pgd8.attack.steps == 10
     assert pgd8.extractor.training == "free_adversarial" and pgd8.extractor.replays == 4
+    assert len(grid.trials) == 54  # the VAR study's 3 extractors x 6 attacks x 3 recommenders
 
 
 def test_cartesian_product_in_axis_order_with_whole_section_replacement():
