@@ -63,7 +63,7 @@ def main() -> None:
     print(f"| attack | one image at a time: s/image | batched ({args.items}): s/image | speed-up | same images |")
     print("|---|---|---|---|---|")
     for name, (model, maximise, lr) in attacks.items():
-        run = lambda batch: adam_on_items(  # noqa: E731
+        run = lambda batch, model=model, maximise=maximise, lr=lr: adam_on_items(
             model, images, maximise=maximise, eps_255=32, steps=args.steps, lr=lr, batch_size=batch, device=args.device
         )
         adam_on_items(model, images[:2], maximise=maximise, eps_255=32, steps=1, lr=lr, batch_size=2, device=args.device)  # warm-up

@@ -62,7 +62,7 @@ class TrialBase(StrictModel):
             if studies is not None and self.study not in studies:
                 raise ValueError(
                     f"attack {attack.name!r} belongs to the {'/'.join(sorted(studies))} study; "
-                    f"set study: {sorted(studies)[0]} or choose another attack"
+                    f"set study: {min(studies)} or choose another attack"
                 )
             if studies is None and self.study == "aip" and attack.name != "none":
                 raise ValueError(

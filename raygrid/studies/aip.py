@@ -180,7 +180,7 @@ def aip_trial_graph(
         r = resources.for_stage(res or name)
         return StageSpec(stage=name, params=params, inputs=inputs, cpu=r.cpu, gpu=r.gpu)
 
-    dump = lambda section: getattr(config, section).model_dump(mode="json")  # noqa: E731
+    dump = lambda section: getattr(config, section).model_dump(mode="json")
     seed = config.seed  # type: ignore[attr-defined]
     aip = dump("aip")
     ranker_cfg, attack_cfg, defense = dump("recommender"), dump("attack"), dump("defense")

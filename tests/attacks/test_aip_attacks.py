@@ -108,7 +108,7 @@ def test_expa_moves_features_towards_the_hook(problem):
         target = embed(hook)[0]
     distance = FeatureDistance(embed, target)
     adv, _ = adam_on_items(distance, images[16:20], maximise=False, eps_255=32, steps=30, lr=1e-2)
-    to_float = lambda a: torch.as_tensor(a).permute(0, 3, 1, 2).float() / 255  # noqa: E731
+    to_float = lambda a: torch.as_tensor(a).permute(0, 3, 1, 2).float() / 255
     with torch.no_grad():
         assert (distance(to_float(adv)) < distance(to_float(images[16:20]))).all()
 

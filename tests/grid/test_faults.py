@@ -66,7 +66,10 @@ def test_a_killed_trial_process_and_a_killed_stage_worker_are_retried_in_the_sam
     assert outcome.failed == []
     tracker, _, runs = session_runs("mlruns", "workerkill", tmp_path)
     attempts = {name: int(run.data.tags["raygrid.attempts"]) for name, run in runs.items()}
-    assert sum(attempts.values()) == len(runs) + 1  # the killed coordinator's trial started twice
+    # The killed coordinator's trial started twice, in its one run; with reused actors the kill
+    # can land on a coordinator between two trials, before it counted an attempt: then none is retried.
+    assert len(runs) <= sum(attempts.values()) <= len(runs) + 1
+    assert all(count >= 1 for count in attempts.values())
     assert all(run.data.tags.get("raygrid.node") for run in runs.values())
     counts = audit(tracker, "workerkill", [t.name for t in grid.trials], StageCache(tmp_path / ".raygrid"))
     assert counts["finished"] == len(grid.trials)
@@ -161,7 +164,7 @@ def small_disk(path: Path, size_mb: int = 256):
     path.mkdir(parents=True, exist_ok=True)
     if os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("needs root to mount a small filesystem")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(path)], capture_output=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(path)], capture_output=True, check=False)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
     try:

@@ -157,7 +157,7 @@ def run(tmp_path_factory):
 
 
 def test_tiny_trials_share_their_products_and_log_the_papers_numbers(run):
-    grid, outcomes, resolver = run
+    _, outcomes, resolver = run
     computed = {row["stage"]: row["computed"] for row in resolver.ledger.rows()}
     assert computed == {"dataset": 1, "aip_cold": 1, "aip_candidates": 1, "extractor": 1, "features": 1,
                         "aip_ranker": 1, "aip_attack": 2, "aip_evaluate": 4}
