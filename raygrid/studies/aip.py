@@ -47,6 +47,7 @@ from raygrid.errors import ConfigError
 from raygrid.pipeline.outcome import TrialOutcome
 from raygrid.pipeline.spec import StageContext, StageSpec, stage
 from raygrid.registry import ATTACKS, RECOMMENDERS
+from raygrid.studies.nodes import node_builder
 from raygrid.studies.var import CatalogueFeatures, TrainedExtractor
 
 log = logging.getLogger(__name__)
@@ -174,11 +175,7 @@ def aip_trial_graph(
         ConfigError: See :func:`check_aip_config`.
     """
     check_aip_config(config)
-    resources = resources or ResourcesConfig()
-
-    def node(name: str, params: dict[str, Any], inputs: dict[str, StageSpec], *, res: str | None = None) -> StageSpec:
-        r = resources.for_stage(res or name)
-        return StageSpec(stage=name, params=params, inputs=inputs, cpu=r.cpu, gpu=r.gpu)
+    node = node_builder(resources)
 
     dump = lambda section: getattr(config, section).model_dump(mode="json")
     seed = config.seed  # type: ignore[attr-defined]

@@ -36,7 +36,7 @@ import inspect
 import io
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +51,7 @@ from raygrid.hashing import canonical_json
 from raygrid.pipeline.outcome import TrialOutcome
 from raygrid.pipeline.spec import StageContext, StageSpec, stage
 from raygrid.registry import ATTACKS, DATASETS, EXTRACTORS, RECOMMENDERS
+from raygrid.studies.nodes import NodeBuilder, node_builder
 
 log = logging.getLogger(__name__)
 
@@ -183,11 +184,7 @@ def var_trial_graph(
             Automatic category selection compares the clean runs of every
             extractor x recommender among the peers on the same data and seed.
     """
-    resources = resources or ResourcesConfig()
-
-    def node(name: str, params: dict[str, Any], inputs: dict[str, StageSpec], *, res: str | None = None) -> StageSpec:
-        r = resources.for_stage(res or name)
-        return StageSpec(stage=name, params=params, inputs=inputs, cpu=r.cpu, gpu=r.gpu)
+    node = node_builder(resources)
 
     dump = lambda section: getattr(config, section).model_dump(mode="json")
     seed = config.seed  # type: ignore[attr-defined]
@@ -268,7 +265,15 @@ def _extractor_section(section: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"categories.classify_with: {format_validation_error(exc)}") from None
 
 
-def _selection_node(config, peers, node, extractor_node, features_node, ranking_node, dataset) -> StageSpec:  # type: ignore[no-untyped-def]
+def _selection_node(
+    config: Any,
+    peers: Sequence[BaseModel] | None,
+    node: NodeBuilder,
+    extractor_node: Callable[[dict[str, Any]], StageSpec],
+    features_node: Callable[[StageSpec], StageSpec],
+    ranking_node: Callable[[dict[str, Any], StageSpec], StageSpec],
+    dataset: StageSpec,
+) -> StageSpec:
     """The ``categories`` node: automatic origin/target choice from the grid's clean runs.
 
     The clean runs are every distinct extractor x recommender among the peers on the
