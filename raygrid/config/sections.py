@@ -131,12 +131,14 @@ class FirstStageConfig(StrictModel):
     """The AIP study's first-stage BPR-MF, which picks each user's candidate set.
 
     Liu & Larson (section 5.3.1): 64 factors, SGD with L2 weight 1e-3. ``lr`` is
-    the step on the mean loss of a minibatch of ``batch_size`` triples (BPR-MF's
-    default 1.0 is about 0.002 per triple; the paper: 0.01 per triple).
+    the step on the mean loss of a minibatch of ``batch_size`` triples (1.0 is
+    about 0.002 per triple; the paper: 0.01 per triple). The optimiser is SGD as
+    in the paper, not BPR-MF's own default (Adam).
     """
 
     factors: int = Field(64, ge=1)
     epochs: int = Field(50, ge=1)
+    optimizer: Literal["adam", "sgd"] = "sgd"
     lr: float = Field(1.0, gt=0)
     reg: float = Field(1e-3, ge=0)
     batch_size: int = Field(512, ge=1)

@@ -147,7 +147,8 @@ def test_item_popularity_is_skewed_within_a_category(small: Dataset) -> None:
     members = np.flatnonzero(small.item_labels == small.target_category)
     counts = np.sort(popularity[members])[::-1]
     top_decile = counts[: max(1, counts.shape[0] // 10)].sum() / counts.sum()
-    assert top_decile > 0.25
+    # Uniform popularity would give 0.10; the power law (exponent 0.5) about 0.25.
+    assert top_decile > 0.2
 
 
 def test_registered_source_loads_the_generated_dataset(tiny: Dataset) -> None:
