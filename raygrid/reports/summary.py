@@ -69,11 +69,22 @@ def twin_significance(
 
 
 def trials_table(rows: Sequence[dict[str, Any]], metrics: Iterable[str], baselines: dict[str, str] | None = None, effect_metric: str = "chr_20") -> Table:
-    """A rich table of trials: status, the chosen metrics, and the change of ``effect_metric`` over the no-attack twin."""
+    """A rich table of trials: status, the chosen metrics, and the change of ``effect_metric`` over the no-attack twin.
+
+    When the trials ran on more than one node (a cluster), a ``node`` column says
+    where each trial's last stage ran; when any trial needed more than one
+    attempt, an ``attempts`` column says how many. On a laptop both stay hidden.
+    """
     metrics = list(metrics)
+    show_node = len({row.get("node") for row in rows if row.get("node")}) > 1
+    show_attempts = any((row.get("attempts") or 0) > 1 for row in rows)
     table = Table(title="Trials", title_justify="left")
     table.add_column("trial", no_wrap=True)
     table.add_column("status", no_wrap=True)
+    if show_node:
+        table.add_column("node", no_wrap=True)
+    if show_attempts:
+        table.add_column("attempts", justify="right", no_wrap=True)
     for m in metrics:
         table.add_column(SHORT_NAMES.get(m, m), justify="right", no_wrap=True)
     values = {row["trial"]: row.get(effect_metric) for row in rows}
@@ -82,7 +93,12 @@ def trials_table(rows: Sequence[dict[str, Any]], metrics: Iterable[str], baselin
     for row in rows:
         status = row["status"]
         style = "green" if status == "FINISHED" else "red"
-        cells = [row["trial"], f"[{style}]{status}[/{style}]"] + [_fmt(row.get(m)) for m in metrics]
+        cells = [row["trial"], f"[{style}]{status}[/{style}]"]
+        if show_node:
+            cells.append(row.get("node") or "")
+        if show_attempts:
+            cells.append(str(row.get("attempts") or 0))
+        cells += [_fmt(row.get(m)) for m in metrics]
         if baselines:
             twin = baselines.get(row["trial"])
             delta = None

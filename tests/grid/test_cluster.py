@@ -2,10 +2,12 @@
 
 Each node has one logical GPU (no device behind it: the stages run on CPU) and
 each trial asks for a quarter of one, so the scheduler may place at most four
-trials' work on a node at a time. The test checks that bound is never exceeded,
-that trials share a node's GPU (two or more at once) and spread over the nodes;
-how many run at once depends on how quickly the machine starts workers.
-The run summary and each trial's MLflow run say which node ran the trial.
+trials' work on a node at a time. Twelve trials share every stage but their own
+ranking, so their twelve quarter-GPU ranking tasks become ready together and
+need exactly the cluster's three GPUs: the test checks that four of them run at
+once on a node, that the one-GPU bound is never exceeded, and that the trials
+spread over the nodes. The run summary and each trial's MLflow run say which
+node ran the trial.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from tests.grid.faulttools import audit, record_row, session_runs, write_grid
 
 pytestmark = pytest.mark.slow
 
-FACTORS = list(range(4, 12))  # eight grid points that share every stage but their own ranking
+FACTORS = list(range(4, 16))  # twelve grid points that share every stage but their own ranking
 
 
 @pytest.fixture
@@ -50,6 +52,8 @@ def test_gpu_fractions_pack_four_trials_per_node_and_the_summary_names_the_node(
     monkeypatch.chdir(tmp_path)
     doc = tiny_grid_document(name="cluster")
     doc["grid"] = {"recommender.factors": FACTORS}
+    # Rankings long enough (on 2 real cores shared by 12 workers) to overlap once started.
+    doc["recommender"] = dict(doc["recommender"], epochs=40)
     doc["resources"] = {
         "trial": {"cpu": 0.5, "gpu": 0.25},
         "attack": {"cpu": 0.5, "gpu": 0.5},
@@ -67,7 +71,10 @@ def test_gpu_fractions_pack_four_trials_per_node_and_the_summary_names_the_node(
 
         while not stop.is_set():
             for node, free in available_resources_per_node().items():
-                peak[node] = max(peak.get(node, 0.0), 1.0 - free.get("GPU", 1.0))
+                # Ray leaves a resource out of a node's available map when none of it is
+                # free; "memory" (never used up here) marks a complete report.
+                if "memory" in free:
+                    peak[node] = max(peak.get(node, 0.0), 1.0 - free.get("GPU", 0.0))
             time.sleep(0.05)
 
     watcher = threading.Thread(target=watch, daemon=True)
@@ -80,9 +87,9 @@ def test_gpu_fractions_pack_four_trials_per_node_and_the_summary_names_the_node(
 
     assert outcome.warnings == []  # GPU fractions kept: the cluster has GPUs
     assert outcome.failed == []
-    # Never more than the node's one GPU in use, and quarter-GPU trials shared a node's GPU.
+    # Never more than the node's one GPU in use, and four quarter-GPU trials at once on a node.
     assert all(used <= 1.0 + 1e-9 for used in peak.values())
-    assert max(peak.values()) >= 0.5
+    assert max(peak.values()) >= 1.0 - 1e-9
     tracker, _, runs = session_runs("mlruns", "cluster", tmp_path)
     ran_on = {name: run.data.tags["raygrid.node"] for name, run in runs.items()}
     assert set(ran_on.values()) <= nodes and len(set(ran_on.values())) >= 2

@@ -29,3 +29,26 @@ def test_attacked_trials_are_tested_against_their_twin_and_twins_get_nothing():
     assert fgsm["delta_recall_20"] < 0 and fgsm["ttest_p_recall_20"] < 0.05
     assert results["pgd_eps8_steps3"]["ttest_p_recall_20"] == 1.0  # identical per-user values
     assert twin_significance({"fgsm_eps8": outcome(attacked)}, baselines) == {}  # twin missing: skipped
+
+
+def _render(table) -> str:
+    from rich.console import Console
+
+    console = Console(width=200, record=True)
+    console.print(table)
+    return console.export_text()
+
+
+def test_the_trials_table_names_the_node_on_a_cluster_and_hides_it_on_a_laptop():
+    from raygrid.reports.summary import trials_table
+
+    rows = [
+        {"trial": "a", "status": "FINISHED", "chr_20": 0.1, "node": "1a2b3c4d (10.0.0.1)", "attempts": 1},
+        {"trial": "b", "status": "FINISHED", "chr_20": 0.2, "node": "9f8e7d6c (10.0.0.2)", "attempts": 2},
+    ]
+    text = _render(trials_table(rows, ["chr_20"]))
+    assert "node" in text and "1a2b3c4d (10.0.0.1)" in text and "9f8e7d6c (10.0.0.2)" in text
+    assert "attempts" in text
+    laptop = [dict(row, node="1a2b3c4d (10.0.0.1)", attempts=1) for row in rows]
+    text = _render(trials_table(laptop, ["chr_20"]))
+    assert "node" not in text and "attempts" not in text and "10.0.0.1" not in text
