@@ -560,7 +560,9 @@ def finding(c: Correlation) -> str:
     """One sentence comparing the two correlations of ``c`` (the paper: FL, not SR, tracks the ranking change).
 
     A correlation counts only when its p-value is below :data:`ALPHA`; when both
-    do, the larger ``|rho|`` wins.
+    do, the larger ``|rho|`` wins. The paper's finding is a *positive* FL
+    correlation (the further the features move, the more the origin category is
+    recommended); a significant negative one is said to be the opposite.
     """
     if math.isnan(c.fl_rho) and math.isnan(c.sr_rho):
         return f"Spearman correlations over {c.n} attacked trials ({c.scope}) cannot be computed (fewer than 3, or constant)."
@@ -574,6 +576,11 @@ def finding(c: Correlation) -> str:
     if math.isnan(fl) and math.isnan(sr):
         return text + f": neither correlates significantly (p < {ALPHA})."
     if math.isnan(sr) or (not math.isnan(fl) and fl > sr):
+        if c.fl_rho < 0:
+            return text + (
+                ": feature loss tracks the ranking change more closely than success rate, but with the opposite "
+                "sign to the paper: the further the features move, the less the origin category is recommended."
+            )
         return text + ": feature loss tracks the ranking change more closely than success rate, as in the paper."
     if math.isnan(fl) or sr > fl:
         return text + ": here success rate tracks the ranking change more closely than feature loss, unlike the paper."

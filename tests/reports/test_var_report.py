@@ -196,7 +196,14 @@ def test_feature_loss_not_success_rate_tracks_the_ranking_change(fab):
     assert overall.fl_rho == pytest.approx(expected_fl) and overall.sr_rho == pytest.approx(expected_sr)
     assert overall.fl_rho > 0.9 > abs(overall.sr_rho)
     assert "feature loss tracks the ranking change more closely" in var_report.finding(overall)
+    assert "as in the paper" in var_report.finding(overall)
     assert [c.scope for c in correlations(fab)] == ["all", "recommender: fm", "recommender: vbpr"]
+
+
+def test_a_significant_negative_feature_loss_correlation_is_not_the_papers_finding():
+    opposite = var_report.Correlation("all", 20, fl_rho=-0.8, fl_p=1e-5, sr_rho=-0.1, sr_p=0.6)
+    text = var_report.finding(opposite)
+    assert "opposite sign to the paper" in text and "as in the paper" not in text
 
 
 def test_a_data_axis_gives_dataset_blocks_and_missing_axes_one_label(store):
