@@ -6,7 +6,7 @@ What every study's report shares lives here:
    its stored grid file rebuilt into a :class:`~raygrid.config.loader.GridSpec`,
    and its trial runs);
 2. the study named in the stored grid file picks a :class:`StudyReporter` from
-   :data:`REPORTERS` (``var`` now; ``aip`` gets its own later), which collects the
+   :data:`REPORTERS` (``var``, ``aip``), which collects the
    trials (refusing a session with no finished trial) and writes its files;
 3. :func:`make_report` writes those files into a temporary folder beside ``out``,
    logs them as the artifacts of a **report run** and only then renames the
@@ -141,9 +141,10 @@ class StudyReporter(Protocol):
 
 
 def _reporters() -> dict[str, StudyReporter]:
+    from raygrid.reports.aip_report import AipReporter
     from raygrid.reports.var_report import VarReporter
 
-    return {"var": VarReporter()}
+    return {"aip": AipReporter(), "var": VarReporter()}
 
 
 #: Study name -> its reporter (built on first use: the VAR report imports scipy and matplotlib).

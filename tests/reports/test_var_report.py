@@ -324,10 +324,10 @@ def test_refusals_name_the_problem_and_write_nothing(store, tmp_path):
         experiment,
         grid_name="aipgrid",
         grid_hash="x",
-        grid_yaml=yaml.safe_dump({"name": "aipgrid", "study": "aip"}),
+        grid_yaml=yaml.safe_dump({"name": "aipgrid", "study": "future"}),
         path=None,
     )
-    with pytest.raises(RaygridError, match="study 'aip', which has no report yet"):
+    with pytest.raises(RaygridError, match="study 'future', which has no report yet"):
         make_report("aipgrid", tracking=store["uri"], out=out)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
