@@ -105,10 +105,15 @@ def _report_after_run(outcome: GridOutcome) -> None:
     study = outcome.grid.trials[0].config.study if outcome.grid.trials else None
     if study not in reported_studies() or len(outcome.failed) == len(outcome.trials):
         return
+    from raygrid.pipeline.cache import is_uri, resolve_root
+
     experiment = outcome.grid.settings.tracking.experiment or outcome.grid.name
+    # Beside the grid's other products: <storage.root>/reports/NAME (a local root; else the default).
+    root = resolve_root(outcome.grid.settings.storage.root)
+    out = None if is_uri(root) else Path(root) / "reports" / experiment
     try:
         with err_console.status("writing the report ..."):
-            result = make_report(experiment, tracking=outcome.target.uri)
+            result = make_report(experiment, tracking=outcome.target.uri, out=out)
     except RaygridError as exc:
         err_console.print(f"[yellow]warning:[/yellow] no report written: {exc}", highlight=False, soft_wrap=True)
         return
