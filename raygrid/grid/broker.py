@@ -9,6 +9,12 @@ else a compute task with that stage's resources, its inputs passed as object
 references. The broker owns those objects, so they live as long as the session;
 the disk cache backs them beyond it.
 
+A fresh grid hands the broker its shared upstream stages (extractors and
+features) as soon as Ray is up (:meth:`StageBrokerImpl.prefetch`), so they start
+while the driver is still creating the MLflow runs and Tune is starting the
+coordinators; a coordinator's later request for a prefetched product is
+answered with the same reference and not counted again.
+
 Faults: a stage task whose worker process dies is retried by Ray (``retries``
 times); a stage whose task still ended in a system failure (worker or node lost,
 object lost) is forgotten, so the next trial that asks for it (a retried trial
@@ -88,6 +94,23 @@ class StageBrokerImpl(Resolver["ray.ObjectRef"]):
         self.retries = retries
         self.infos: list[tuple[str, Any]] = []
         self.info_by_key: dict[str, Any] = {}
+        #: Products requested by :meth:`prefetch` that no trial has asked for yet.
+        self.prefetched: set[str] = set()
+
+    def prefetch(self, specs: list[StageSpec]) -> int:
+        """Start the stages of every graph in ``specs`` now; returns how many stage tasks that submitted.
+
+        A trial that later asks for one of these products gets the same reference,
+        counted as its own request (not as a share), so the summary's counts do not
+        depend on whether the grid was prefetched.
+        """
+        before = len(self.infos)
+        for spec in specs:
+            if spec.key in self.handles:
+                continue
+            self.request(spec)
+            self.prefetched.add(spec.key)
+        return len(self.infos) - before
 
     def request_ref(self, spec: StageSpec) -> list[Any]:
         """The object reference of ``spec``'s value, wrapped in a list so Ray does not resolve it."""
@@ -96,6 +119,9 @@ class StageBrokerImpl(Resolver["ray.ObjectRef"]):
     def request_refs(self, spec: StageSpec) -> list[Any]:
         """``[value, info]`` object references of ``spec``: its value, and how and where it was obtained."""
         self._forget_lost(spec)
+        if spec.key in self.prefetched and spec.key in self.handles:
+            self.prefetched.discard(spec.key)  # the trial's own request, made early on its behalf
+            return [self.handles[spec.key], self.info_by_key[spec.key]]
         value = self.request(spec)
         return [value, self.info_by_key[spec.key]]
 
@@ -140,13 +166,21 @@ class StageBrokerImpl(Resolver["ray.ObjectRef"]):
         running = sorted({stage for stage, ref in self.infos if ref not in over})
         return {"done": len(over), "submitted": len(refs), "running": running}
 
-    def summary(self) -> list[dict[str, Any]]:
-        """Per stage: how often it was computed, served from disk, or shared in memory this session."""
+    def summary(self, wait_seconds: float = 5.0) -> list[dict[str, Any]]:
+        """Per stage: how often it was computed, served from disk, or shared in memory this session.
+
+        Stage tasks still running after ``wait_seconds`` (a grid stopped early, e.g. by
+        Ctrl-C, leaves prefetched stages queued) are not counted and not waited for.
+        """
         ledger = StageLedger()
         for stage, counts in self.ledger.counts.items():
             for _ in range(counts["shared"]):
                 ledger.record(stage, "shared")
+        refs = [ref for _, ref in self.infos]
+        ready = set(ray.wait(refs, num_returns=len(refs), timeout=wait_seconds)[0]) if refs else set()
         for stage, info_ref in self.infos:
+            if info_ref not in ready:
+                continue
             try:
                 info = ray.get(info_ref)
             except Exception:  # noqa: BLE001  (a failed stage: counted as failed)

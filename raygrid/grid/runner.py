@@ -4,11 +4,13 @@
 
 1. resolve and check the MLflow store; unless every trial's product is already
    cached, start or join Ray and fit the resource requests to the cluster:
-   anything that refuses the grid does so before a run is written;
+   anything that refuses the grid does so before a run is written; on a fresh
+   run, start the session's stage broker and hand it the grid's shared upstream
+   (extractors, features), so it runs while the next steps do their bookkeeping;
 2. create the experiment, the grid run and one trial run per grid point, on the
    driver, before any worker logs (on resume: find them by grid key);
-3. log the trials whose product is cached straight from the driver; start the
-   session's stage broker and one Tune trial for every other grid point to run;
+3. log the trials whose product is cached straight from the driver; start one
+   Tune trial for every other grid point to run, its coordinator asking the broker;
 4. collect the outcome: per-trial metrics, per-stage computed / cached / shared
    counts, and mark every run's final state.
 """
@@ -21,6 +23,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +59,12 @@ log = logging.getLogger(__name__)
 COORDINATOR_MEMORY = 256 * 1024**2
 
 #: Metrics shown in summaries and ``raygrid status``.
-KEY_METRICS = ("success_rate", "feature_loss", "recall_20", "ndcg_20", "chr_20", "ncdcg_20", "ttest_p_chr_20")
+KEY_METRICS = (
+    # the VAR study
+    "success_rate", "feature_loss", "recall_20", "ndcg_20", "chr_20", "ncdcg_20", "ttest_p_chr_20",
+    # the AIP study
+    "cold_hr_5_cooperative", "cold_hr_5_adversarial", "delta_cold_hr_5", "ttest_p_cold_hr_5", "prediction_shift",
+)
 
 
 @dataclass
@@ -89,11 +97,12 @@ class GridOutcome:
         return [row["trial"] for row in self.trials if row["status"] != "FINISHED"]
 
 
-def trial_tags(trial: TrialSpec, grid: GridSpec) -> dict[str, str]:
+def trial_tags(trial: TrialSpec, grid: GridSpec, commit: str | None = None) -> dict[str, str]:
     """MLflow tags of a trial run: its components (defense included), grid key, config hash, git commit.
 
     ``axis.<path>`` tags hold the label of each grid axis's value (``axis.attack``:
-    ``pgd_eps8``), the names reports group and order trials by.
+    ``pgd_eps8``), the names reports group and order trials by. ``commit``: the git
+    commit, when the caller already knows it (one ``git`` call per grid, not per trial).
     """
     return {
         **{f"axis.{axis}": label for axis, label in trial.labels.items()},
@@ -104,7 +113,7 @@ def trial_tags(trial: TrialSpec, grid: GridSpec) -> dict[str, str]:
         "defense": trial.component("defense"),
         CONFIG_HASH_TAG: trial.config_hash,
         "raygrid.grid": grid.name,
-        "git_commit": git_commit(),
+        "git_commit": commit if commit is not None else git_commit(),
     }
 
 
@@ -139,10 +148,21 @@ def run_grid(
     cache = StageCache(storage_root)
     graphs = _graphs(grid, grid.settings.resources)
     # A grid whose every trial product is cached is replayed by the driver alone: no Ray to start.
-    ray_state = _RayState(address) if not all(cache.exists(g) for g in graphs.values()) else None
+    spill = str(Path(storage_root) / SPILL_FOLDER) if not is_uri(storage_root) else None
+    ray_state = _RayState(address, spill) if not all(cache.exists(g) for g in graphs.values()) else None
+    broker: _Broker | None = None
     try:
         if ray_state is not None:
             graphs = _graphs(grid, ray_state.resources(grid))
+            if not resume:
+                # Start the grid's shared upstream (extractors, features) now: it runs while the
+                # MLflow runs are created and Tune starts the coordinators, and every extractor
+                # trains at once instead of one at a time behind the first trials. Later stages
+                # are left to the coordinators, so trials finish in grid order and results reach
+                # MLflow early. (A resumed grid skips its finished trials, known only once the
+                # runs are read.)
+                broker = _Broker(storage_root, grid.settings.retries)
+                broker.prefetch(_upstream([g for g in graphs.values() if not cache.exists(g)]))
         tracker = GridTracker(target, retry_seconds=grid.settings.tracking.retry_seconds)
         experiment_id = tracker.experiment_id(grid.settings.tracking.experiment or grid.name)
         assert experiment_id is not None
@@ -161,11 +181,13 @@ def run_grid(
             broker_rows: list[dict[str, Any]] = []
             if rest:
                 if ray_state is None:  # a cache entry turned out unreadable: compute it after all
-                    ray_state = _RayState(address)
+                    ray_state = _RayState(address, spill)
                     graphs = _graphs(grid, ray_state.resources(grid))
                     outcome.warnings = ray_state.warnings
+                if broker is None:
+                    broker = _Broker(storage_root, grid.settings.retries)
                 results, broker_rows = _run_trials(
-                    grid, rest, runs, graphs, target, storage_root, grid_run_id, ray_state.shape, progress,
+                    grid, rest, runs, graphs, target, storage_root, grid_run_id, ray_state.shape, progress, broker,
                     done=len(to_run) - len(rest), total=len(to_run),
                 )
             outcome.stages = _merge_stage_rows(ledger.rows(), broker_rows)
@@ -175,6 +197,8 @@ def run_grid(
             tracker.set_status(grid_run_id, "FAILED", error="the driver stopped before the grid finished")
             raise
     finally:
+        if broker is not None:
+            broker.kill()
         if ray_state is not None:
             ray_state.close()
 
@@ -190,14 +214,56 @@ def run_grid(
     return outcome
 
 
+#: Stages started before any trial asks for them (with their inputs): those most trials share.
+PREFETCH_STAGES = frozenset({"extractor", "features"})
+
+
+def _upstream(graphs: Sequence[StageSpec]) -> list[StageSpec]:
+    """The distinct :data:`PREFETCH_STAGES` nodes of ``graphs``, in grid order."""
+    nodes: dict[str, StageSpec] = {}
+    for graph in graphs:
+        for node in graph.walk():
+            if node.stage in PREFETCH_STAGES:
+                nodes.setdefault(node.key, node)
+    return list(nodes.values())
+
+
+class _Broker:
+    """The session's stage broker actor (:mod:`raygrid.grid.broker`), under a name coordinators look up."""
+
+    def __init__(self, storage_root: str, retries: int) -> None:
+        from raygrid.grid.broker import StageBroker
+
+        self.name = f"raygrid-broker-{uuid.uuid4().hex[:16]}"
+        self.actor = StageBroker.options(name=self.name, max_restarts=0).remote(storage_root, retries)
+
+    def prefetch(self, specs: list[StageSpec]) -> None:
+        """Start the stages of ``specs`` without waiting for them."""
+        if specs:
+            self.actor.prefetch.remote(specs)
+
+    def kill(self) -> None:
+        """End the actor (its objects go with it; the disk cache keeps every finished stage)."""
+        import ray
+
+        try:
+            ray.kill(self.actor)
+        except Exception as exc:  # noqa: BLE001  (already gone with its cluster)
+            log.debug("broker %s: %s", self.name, exc)
+
+
+#: Folder under a local storage root where Ray spills objects that do not fit its object store.
+SPILL_FOLDER = "ray-spill"
+
+
 class _RayState:
     """Ray started or joined for this grid, the cluster's shape, and the resource requests fitted to it."""
 
-    def __init__(self, address: str | None) -> None:
+    def __init__(self, address: str | None, spill: str | None = None) -> None:
         # MLflow takes seconds to import; let it load while Ray starts its processes.
         prefetch = threading.Thread(target=importlib.import_module, args=("mlflow",), daemon=True)
         prefetch.start()
-        self.started = _init_ray(address)
+        self.started = _init_ray(address, spill)
         prefetch.join()
         self.warnings: list[str] = []
         try:
@@ -324,10 +390,11 @@ def _open_session(
             storage_root=str(storage_root),
             overrides=grid.overrides,
         )
+    commit = git_commit()
     for trial in grid.trials:
         if trial.name not in runs:
             runs[trial.name] = tracker.create_trial_run(
-                experiment_id, grid_run_id, name=trial.name, tags=trial_tags(trial, grid), params=flatten(trial.config_dict)
+                experiment_id, grid_run_id, name=trial.name, tags=trial_tags(trial, grid, commit), params=flatten(trial.config_dict)
             )
             statuses[trial.name] = "SCHEDULED"
     tracker.set_status(grid_run_id, "RUNNING")
@@ -434,21 +501,20 @@ def _run_trials(
     session: str,
     shape: Any,
     progress: ProgressSink | None,
+    stage_broker: _Broker,
     *,
     done: int = 0,
     total: int | None = None,
 ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
-    """One Tune trial per grid point, sharing stages through the session's broker."""
+    """One Tune trial per grid point, sharing stages through the session's broker (killed by the caller)."""
     import ray
     from ray import tune
 
-    from raygrid.grid.broker import StageBroker
     from raygrid.grid.resources import default_concurrency
     from raygrid.grid.trainable import run_trial
 
     retries = grid.settings.retries
-    broker_name = f"raygrid-broker-{session}"
-    broker = StageBroker.options(name=broker_name, max_restarts=0).remote(storage_root, retries)
+    broker, broker_name = stage_broker.actor, stage_broker.name
     payloads = {
         t.name: {
             "run_id": runs[t.name],
@@ -486,21 +552,24 @@ def _run_trials(
             failure_config=tune.FailureConfig(max_failures=retries, fail_fast=False),
         ),
     )
-    try:
-        result_grid = tuner.fit()
-        results: dict[str, dict[str, Any]] = {}
-        for result in result_grid:
-            if result.config:
-                failed = bool((result.metrics or {}).get(FAILED_METRIC))
-                error = _error_line(result.error) if result.error else ("the trial failed" if failed else None)
-                results[result.config["trial"]] = {"error": error}
-        return results, ray.get(broker.summary.remote())
-    finally:
-        ray.kill(broker)
+    result_grid = tuner.fit()
+    results: dict[str, dict[str, Any]] = {}
+    for result in result_grid:
+        if result.config:
+            failed = bool((result.metrics or {}).get(FAILED_METRIC))
+            error = _error_line(result.error) if result.error else ("the trial failed" if failed else None)
+            results[result.config["trial"]] = {"error": error}
+    return results, ray.get(broker.summary.remote())
 
 
-def _init_ray(address: str | None) -> bool:
-    """Start or join Ray; returns whether this call started it (and so must stop it)."""
+def _init_ray(address: str | None, spill: str | None = None) -> bool:
+    """Start or join Ray; returns whether this call started it (and so must stop it).
+
+    A Ray started here spills objects that overflow its object store (by default 30%
+    of the node's memory) to ``spill`` (a folder under a local storage root, where
+    the disk space for the grid's products is), instead of Ray's temporary folder.
+    A joined cluster keeps its own spilling settings.
+    """
     import ray
 
     if ray.is_initialized():
@@ -510,9 +579,14 @@ def _init_ray(address: str | None) -> bool:
     # No --address: RAY_ADDRESS if set (a cluster's job environment), else a new local Ray;
     # never silently the `ray start` cluster some other user runs on this machine.
     address = address or os.environ.get("RAY_ADDRESS") or "local"
+    options: dict[str, Any] = {}
+    if address == "local" and spill:
+        Path(spill).mkdir(parents=True, exist_ok=True)
+        options["object_spilling_directory"] = spill
     try:
         ray.init(
             address=address,
+            **options,
             include_dashboard=False,
             log_to_driver=False,
             logging_level=logging.WARNING,

@@ -11,14 +11,27 @@ The root is a local folder, a shared filesystem path mounted alike on every node
 or a URI that :mod:`pyarrow.fs` understands (``s3://bucket/prefix``, ``file:///...``).
 On S3 an object only appears once its upload completes, and the rename is a
 server-side copy, so the same guarantee holds there.
+
+Large arrays are memory-mapped, not read: an entry on a local root is written as a
+short header, the pickle of the record with every contiguous buffer of at least
+:data:`OUT_OF_BAND_BYTES` (a catalogue's ``float32`` features, adversarial images)
+kept out of band, then those buffers, each 64-byte aligned. Loading maps the file
+and hands the buffers to ``pickle`` as views of the map, so a 2.7 GB feature
+matrix (326k items x 2048) costs page cache shared by every process on the
+node instead of two private copies (the file's bytes and the unpickled array).
+Such arrays are read-only: copy before mutating, as with Ray's object store.
+Plain pickle entries (earlier versions, URI roots) still load.
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import logging
+import mmap
 import os
 import pickle
+import struct
 import tempfile
 import time
 import uuid
@@ -32,6 +45,13 @@ log = logging.getLogger(__name__)
 
 #: Name of the probe file :func:`check_storage` writes and removes.
 PROBE_NAME = ".raygrid-write-test"
+
+#: Buffers (numpy arrays, tensors' storage) at least this large are stored out of band and memory-mapped on load.
+OUT_OF_BAND_BYTES = 1 << 20
+
+#: First bytes of an entry with out-of-band buffers (a plain pickle starts with ``0x80``).
+MAGIC = b"RGCACHE1"
+_ALIGN = 64
 
 
 class CacheMiss(KeyError):
@@ -135,7 +155,7 @@ class StageCache:
         """
         where = self.location(spec)
         try:
-            record = pickle.loads(self._read(where))
+            record = self._read_record(where)
             if not isinstance(record, dict) or record.get("key") != spec.key:
                 raise ValueError("entry does not belong to this key")
             return record["value"]
@@ -182,9 +202,22 @@ class StageCache:
 
     def read_record(self, location: str) -> dict[str, Any]:
         """The whole record (metadata and value) of the entry at ``location``: for checks and reports."""
-        return pickle.loads(self._read(location))
+        return self._read_record(location)
 
     # ------------------------------------------------------------------ io
+
+    def _read_record(self, where: str) -> Any:
+        """Unpickle the entry at ``where``: large buffers as views of a read-only map of a local file."""
+        if self.root is not None:
+            with open(where, "rb") as fh:
+                if fh.read(len(MAGIC)) != MAGIC:
+                    fh.seek(0)
+                    return pickle.load(fh)
+                # The map outlives the file object: arrays built on it keep it open.
+                data: Any = memoryview(mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ))
+        else:
+            data = memoryview(self._read(where))
+        return decode_entry(data)
 
     def _read(self, where: str) -> bytes:
         if self.root is not None:
@@ -211,7 +244,7 @@ class StageCache:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{record['key']}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as fh:
-                pickle.dump(record, fh, protocol=5)
+                write_entry(fh, record)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
@@ -237,6 +270,62 @@ class StageCache:
                 pass
             raise
         return where
+
+
+def write_entry(fh: Any, record: Any) -> None:
+    """Write ``record`` to the binary file ``fh``: header, pickle, then its large buffers, 64-byte aligned.
+
+    Layout: :data:`MAGIC`, an 8-byte little-endian header length, the JSON header
+    ``{"pickle": [offset, length], "buffers": [[offset, length], ...]}`` (offsets from
+    the start of the file), then the pickle stream and the buffers at those offsets.
+    The buffers are written straight from the arrays' memory: nothing is copied.
+    """
+    buffers: list[memoryview] = []
+
+    def out_of_band(buffer: pickle.PickleBuffer) -> bool:
+        view = buffer.raw()
+        if view.nbytes < OUT_OF_BAND_BYTES:
+            return True  # small: in the pickle stream
+        buffers.append(view)
+        return False
+
+    stream = pickle.dumps(record, protocol=5, buffer_callback=out_of_band)
+    # The header's length depends on the offsets and they on it: reserve room for the largest offsets.
+    def header_for(start: int) -> tuple[bytes, list[int]]:
+        offsets, position = [], _aligned(start + len(stream))
+        for view in buffers:
+            offsets.append(position)
+            position = _aligned(position + view.nbytes)
+        header = json.dumps({"pickle": [start, len(stream)], "buffers": [[o, v.nbytes] for o, v in zip(offsets, buffers)]})
+        return header.encode(), offsets
+
+    reserve = len(MAGIC) + 8 + len(header_for(0)[0]) + 32 * (len(buffers) + 1)
+    start = _aligned(reserve)
+    header, offsets = header_for(start)
+    fh.write(MAGIC + struct.pack("<Q", len(header)) + header)
+    fh.write(b"\0" * (start - len(MAGIC) - 8 - len(header)))
+    fh.write(stream)
+    position = start + len(stream)
+    for offset, view in zip(offsets, buffers):
+        fh.write(b"\0" * (offset - position))
+        fh.write(view)
+        position = offset + view.nbytes
+
+
+def decode_entry(data: memoryview) -> Any:
+    """Unpickle an entry from its bytes (or a map of its file): :func:`write_entry`'s layout, or a plain pickle."""
+    if bytes(data[: len(MAGIC)]) != MAGIC:
+        return pickle.loads(data)
+    (length,) = struct.unpack("<Q", data[len(MAGIC) : len(MAGIC) + 8])
+    header = json.loads(bytes(data[len(MAGIC) + 8 : len(MAGIC) + 8 + length]))
+    start, size = header["pickle"]
+    if start + size > len(data) or any(o + n > len(data) for o, n in header["buffers"]):
+        raise ValueError("entry is truncated")
+    return pickle.loads(data[start : start + size], buffers=[data[o : o + n] for o, n in header["buffers"]])
+
+
+def _aligned(position: int) -> int:
+    return -(-position // _ALIGN) * _ALIGN
 
 
 def storage_error(root: str, exc: OSError, doing: str) -> StorageError:

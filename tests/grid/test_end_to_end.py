@@ -49,6 +49,10 @@ def test_grid_runs_tracks_serves_from_cache_and_resumes(tmp_path, monkeypatch):
         "features": 1,
     }
     assert stages["attack"]["computed"] == 3 and stages["recommender"]["computed"] == 3
+    # Stages start before the coordinators ask (prefetch); a trial's own product still counts once, not as shared.
+    assert stages["recommender"]["shared"] == 0
+    # The Ray this grid started spills overflowing objects under the storage root.
+    assert (tmp_path / ".raygrid" / "ray-spill").is_dir()
 
     tracker, parent, runs = session_runs(tmp_path, "tiny")
     assert sorted(runs) == sorted(TRIALS)  # exactly one run per grid point
