@@ -44,8 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from raygrid.errors import RaygridError
-from raygrid.reports.report import GridSession, ReportContent
+from raygrid.reports.report import GridSession, ReportContent, first_seen
 from raygrid.reports.tables import DAGGER, Cell, Column, ReportTable, Row, to_csv, to_latex, to_markdown
 
 log = logging.getLogger(__name__)
@@ -225,21 +224,16 @@ def collect_aip_session(session: GridSession) -> AipSession:
                 run_id=run.info.run_id if run is not None else None,
             )
         )
-    if not any(t.finished for t in trials):
-        raise RaygridError(
-            f"grid {session.name!r} has no finished trial in its latest session (0 of {len(trials)}); "
-            f"finish it first: raygrid resume {session.name}"
-        )
-    started = session.grid_run.info.start_time
+    session.require_finished(sum(t.finished for t in trials), len(trials))
     return AipSession(
         name=session.name,
         grid_run_id=session.grid_run_id,
-        started=time.strftime("%Y-%m-%d %H:%M", time.localtime(started / 1000)) if started else "?",
+        started=session.started,
         description=str(session.document.get("description", "")),
         trials=trials,
-        datasets=_first_seen(t.dataset for t in trials),
-        rankers=_first_seen(t.ranker for t in trials),
-        attacks=_first_seen(t.attack for t in trials if t.attack != "none"),
+        datasets=first_seen(t.dataset for t in trials),
+        rankers=first_seen(t.ranker for t in trials),
+        attacks=first_seen(t.attack for t in trials if t.attack != "none"),
         notes=notes,
     )
 
@@ -444,7 +438,7 @@ def table8(s: AipSession) -> tuple[ReportTable, ReportTable] | None:
         ],
     )
     defended = [t for t in s.trials if t.defense in kinds]
-    labels = _first_seen((t.defense, t.level, t.defense_label) for t in s.trials if t.defense in ("none", *kinds))
+    labels = first_seen((t.defense, t.level, t.defense_label) for t in s.trials if t.defense in ("none", *kinds))
     labels.sort(key=lambda x: (x[0] != "none", kinds.index(x[0]) if x[0] in kinds else -1, -(x[1] or 0.0)))
     levels = ReportTable(
         "table8_levels",
@@ -746,10 +740,3 @@ def readme(
     ]
     return "\n".join(lines)
 
-
-def _first_seen(values: Iterable[Any]) -> list[Any]:
-    out: list[Any] = []
-    for value in values:
-        if value not in out:
-            out.append(value)
-    return out

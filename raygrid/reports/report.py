@@ -25,7 +25,7 @@ import logging
 import shutil
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -77,6 +77,33 @@ class GridSession:
     def grid_run_id(self) -> str:
         """Id of the session's grid run."""
         return self.grid_run.info.run_id
+
+    @property
+    def started(self) -> str:
+        """When the session started, ``YYYY-MM-DD HH:MM`` local time (``?`` when MLflow has no time)."""
+        start = self.grid_run.info.start_time
+        return time.strftime("%Y-%m-%d %H:%M", time.localtime(start / 1000)) if start else "?"
+
+    def require_finished(self, finished: int, total: int) -> None:
+        """Refuse a report of a session with no finished trial.
+
+        Raises:
+            RaygridError: ``finished`` is 0.
+        """
+        if not finished:
+            raise RaygridError(
+                f"grid {self.name!r} has no finished trial in its latest session (0 of {total}); "
+                f"finish it first: raygrid resume {self.name}"
+            )
+
+
+def first_seen(values: Iterable[Any]) -> list[Any]:
+    """The distinct ``values`` in the order they first appear (rows and columns follow the grid's order)."""
+    out: list[Any] = []
+    for value in values:
+        if value not in out:
+            out.append(value)
+    return out
 
 
 @dataclass

@@ -11,7 +11,11 @@ from rich.table import Table
 from raygrid.config.loader import GridSpec
 
 #: Column headers: the papers' abbreviations for the attack metrics.
-SHORT_NAMES = {"success_rate": "SR", "feature_loss": "FL", "ttest_p_chr_20": "p(chr_20)"}
+SHORT_NAMES = {
+    "success_rate": "SR", "feature_loss": "FL", "ttest_p_chr_20": "p(chr_20)",
+    "cold_hr_5_cooperative": "HR@5 coop", "cold_hr_5_adversarial": "HR@5 adv", "delta_cold_hr_5": "ΔHR@5",
+    "ttest_p_cold_hr_5": "p(HR@5)", "prediction_shift": "shift",
+}
 
 #: Per-user metrics tested against the no-attack twin. HR, Precision and the CHR
 #: count are left out: per user they are Recall, Recall / K and K x CHR, so their
@@ -75,7 +79,8 @@ def trials_table(rows: Sequence[dict[str, Any]], metrics: Iterable[str], baselin
     where each trial's last stage ran; when any trial needed more than one
     attempt, an ``attempts`` column says how many. On a laptop both stay hidden.
     """
-    metrics = list(metrics)
+    # Only the metrics some trial has: a grid's study logs its own (VAR: SR, CHR; AIP: cold-item HR).
+    metrics = [m for m in metrics if any(row.get(m) is not None for row in rows)]
     show_node = len({row.get("node") for row in rows if row.get("node")}) > 1
     show_attempts = any((row.get("attempts") or 0) > 1 for row in rows)
     table = Table(title="Trials", title_justify="left")

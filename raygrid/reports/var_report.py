@@ -45,8 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from raygrid.errors import RaygridError
-from raygrid.reports.report import GridSession, ReportContent
+from raygrid.reports.report import GridSession, ReportContent, first_seen
 from raygrid.reports.tables import (
     DAGGER,
     Cell,
@@ -293,24 +292,19 @@ def collect_var_session(session: GridSession) -> VarSession:
                 **placed,
             )
         )
-    if not any(t.finished for t in trials):
-        raise RaygridError(
-            f"grid {session.name!r} has no finished trial in its latest session (0 of {len(trials)}); "
-            f"finish it first: raygrid resume {session.name}"
-        )
-    started = session.grid_run.info.start_time
+    session.require_finished(sum(t.finished for t in trials), len(trials))
     return VarSession(
         name=session.name,
         grid_run_id=session.grid_run_id,
-        started=time.strftime("%Y-%m-%d %H:%M", time.localtime(started / 1000)) if started else "?",
+        started=session.started,
         description=str(session.document.get("description", "")),
         setting_axes=setting_axes,
         trials=trials,
-        datasets=_first_seen(t.dataset for t in trials),
-        extractors=_first_seen(t.extractor for t in trials),
-        attacks=_first_seen(t.attack for t in trials),
-        recommenders=_first_seen(t.recommender for t in trials),
-        settings=_first_seen(t.setting for t in trials),
+        datasets=first_seen(t.dataset for t in trials),
+        extractors=first_seen(t.extractor for t in trials),
+        attacks=first_seen(t.attack for t in trials),
+        recommenders=first_seen(t.recommender for t in trials),
+        settings=first_seen(t.setting for t in trials),
         notes=notes,
     )
 
@@ -860,10 +854,3 @@ def _mark_block_maxima(table: ReportTable, levels: int) -> None:
                     cells[n][c] = Cell(old.value, True, old.p_value)
     table.rows = [Row(row.index, tuple(cells[n])) for n, row in enumerate(table.rows)]
 
-
-def _first_seen(values: Iterable[Any]) -> list[Any]:
-    out: list[Any] = []
-    for value in values:
-        if value not in out:
-            out.append(value)
-    return out

@@ -52,3 +52,13 @@ def test_the_trials_table_names_the_node_on_a_cluster_and_hides_it_on_a_laptop()
     laptop = [dict(row, node="1a2b3c4d (10.0.0.1)", attempts=1) for row in rows]
     text = _render(trials_table(laptop, ["chr_20"]))
     assert "node" not in text and "attempts" not in text and "10.0.0.1" not in text
+
+
+def test_the_trials_table_shows_the_metrics_the_grid_logged():
+    from raygrid.grid.runner import KEY_METRICS
+    from raygrid.reports.summary import trials_table
+
+    aip = [{"trial": "vbpr-insa-none", "status": "FINISHED", "cold_hr_5_cooperative": 0.014, "cold_hr_5_adversarial": 0.394}]
+    text = _render(trials_table(aip, KEY_METRICS))
+    assert "HR@5 coop" in text and "0.3940" in text
+    assert "SR" not in text and "chr_20" not in text
