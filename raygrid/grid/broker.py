@@ -12,8 +12,7 @@ the disk cache backs them beyond it.
 A fresh grid hands the broker its shared upstream stages (extractors and
 features) as soon as Ray is up (:meth:`StageBrokerImpl.prefetch`), so they start
 while the driver is still creating the MLflow runs and Tune is starting the
-coordinators; a coordinator's later request for a prefetched product is
-answered with the same reference and not counted again.
+coordinators; a trial that needs one of them gets the same reference.
 
 Faults: a stage task whose worker process dies is retried by Ray (``retries``
 times); a stage whose task still ended in a system failure (worker or node lost,
@@ -94,22 +93,17 @@ class StageBrokerImpl(Resolver["ray.ObjectRef"]):
         self.retries = retries
         self.infos: list[tuple[str, Any]] = []
         self.info_by_key: dict[str, Any] = {}
-        #: Products requested by :meth:`prefetch` that no trial has asked for yet.
-        self.prefetched: set[str] = set()
 
     def prefetch(self, specs: list[StageSpec]) -> int:
-        """Start the stages of every graph in ``specs`` now; returns how many stage tasks that submitted.
+        """Start the stages of ``specs`` (and their inputs) now; returns how many stage tasks that submitted.
 
-        A trial that later asks for one of these products gets the same reference,
-        counted as its own request (not as a share), so the summary's counts do not
-        depend on whether the grid was prefetched.
+        Trials that later need these products get the same references, counted as
+        shares, as for any product another trial asked for first.
         """
         before = len(self.infos)
         for spec in specs:
-            if spec.key in self.handles:
-                continue
-            self.request(spec)
-            self.prefetched.add(spec.key)
+            if spec.key not in self.handles:
+                self.request(spec)
         return len(self.infos) - before
 
     def request_ref(self, spec: StageSpec) -> list[Any]:
@@ -119,9 +113,6 @@ class StageBrokerImpl(Resolver["ray.ObjectRef"]):
     def request_refs(self, spec: StageSpec) -> list[Any]:
         """``[value, info]`` object references of ``spec``: its value, and how and where it was obtained."""
         self._forget_lost(spec)
-        if spec.key in self.prefetched and spec.key in self.handles:
-            self.prefetched.discard(spec.key)  # the trial's own request, made early on its behalf
-            return [self.handles[spec.key], self.info_by_key[spec.key]]
         value = self.request(spec)
         return [value, self.info_by_key[spec.key]]
 

@@ -49,7 +49,7 @@ def test_grid_runs_tracks_serves_from_cache_and_resumes(tmp_path, monkeypatch):
         "features": 1,
     }
     assert stages["attack"]["computed"] == 3 and stages["recommender"]["computed"] == 3
-    # Stages start before the coordinators ask (prefetch); a trial's own product still counts once, not as shared.
+    # The upstream starts before the coordinators ask (prefetch); a trial's own product counts once, never as shared.
     assert stages["recommender"]["shared"] == 0
     # The Ray this grid started spills overflowing objects under the storage root.
     assert (tmp_path / ".raygrid" / "ray-spill").is_dir()
