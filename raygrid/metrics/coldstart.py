@@ -144,7 +144,9 @@ def two_stage_evaluation(
         test_items: ``int64`` ``(n,)`` each user's test item.
         cold_items: ``int64`` ``(m,)`` cold item ids.
         cooperative_content, adversarial_content: Item content to score with
-            (features ``(n_items, d)`` or images), equal outside the cold items' rows.
+            (features ``(n_items, d)`` or images), equal outside the cold items' rows;
+            or a function of no argument that builds it, called when its pass
+            starts, so that only one catalogue-sized copy is alive at a time.
         cutoffs: The N of HR@N.
         block_size: Users scored at once.
     """
@@ -164,6 +166,8 @@ def two_stage_evaluation(
 
     for kind in ("coop", "adv"):
         content = cooperative_content if kind == "coop" else adversarial_content
+        if callable(content):
+            content = content()
         # One item-side computation (e.g. DVBPR's image embeddings) for all user blocks.
         with torch.no_grad(), recommender._scoring_session(content):
             for first in range(0, users.size, block_size):
@@ -180,6 +184,7 @@ def two_stage_evaluation(
                     hits[(f"avail_{kind}", k)] += (test_ranks <= k).sum(0).numpy()
                     if kind == "coop":
                         test_hits[k] += float((test_rank <= k).sum())
+        del content  # before the next pass builds its own
     n = max(users.size, 1)
     return TwoStageResult(
         cold_hr_coop={k: hits[("cold_coop", k)] / n for k in cutoffs},

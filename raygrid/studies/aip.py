@@ -33,7 +33,7 @@ from __future__ import annotations
 import io
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -510,21 +510,33 @@ def evaluate_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: StageCon
     recommender = trained.recommender
     move_recommender(recommender, ctx.device)
     if getattr(recommender, "input_kind", "features") == "images":
-        base = np.array(dataset.images)
+        base = dataset.images
         if defense is not None and defense.apply_to == "all":
-            base = defense(base)
-        coop_content, adv_content = base.copy(), base
-        coop_content[cold], adv_content[cold] = coop_images, adv_images
+            base = defense(np.asarray(base))
+        coop_rows, adv_rows = coop_images, adv_images
     else:
         model = inputs["extractor"].build(ctx.device)
-        base_features = inputs["features"].features
-        coop_content, adv_content = base_features.copy(), base_features.copy()
-        coop_content[cold] = extract(model, coop_images, device=ctx.device)[0]
-        adv_content[cold] = extract(model, adv_images, device=ctx.device)[0]
+        base = inputs["features"].features
+        coop_rows = extract(model, coop_images, device=ctx.device)[0]
+        adv_rows = extract(model, adv_images, device=ctx.device)[0]
+
+    def catalogue(rows: np.ndarray) -> Callable[[], np.ndarray]:
+        """The base content with the cold items' rows swapped in, built when its scoring pass starts.
+
+        At the paper's scale a catalogue's features are gigabytes (326k x 2048 float32:
+        2.7 GB); building each version on demand keeps one copy alive, not two.
+        """
+
+        def build() -> np.ndarray:
+            content = np.array(base)
+            content[cold] = rows
+            return content
+
+        return build
 
     start = time.perf_counter()
     result = two_stage_evaluation(
-        recommender, cands.users, cands.items, cands.test_items, cold, coop_content, adv_content,
+        recommender, cands.users, cands.items, cands.test_items, cold, catalogue(coop_rows), catalogue(adv_rows),
         cutoffs=cutoffs, block_size=params["block_size"],
     )
     eval_seconds = time.perf_counter() - start

@@ -14,14 +14,16 @@ One trial is dataset x extractor x attack x recommender. Reading
 5. ``attack``: perturb the images of the items the extractor classifies as the
    origin category towards the target category, store them as rounded 8-bit
    images, and measure the success rate and realised distances on what was stored.
-6. ``attacked_features``: the catalogue's features after the attack, extracted
+6. ``attacked_features``: the attacked items' features after the attack, extracted
    with the trial's own extractor (so defended trials never mix in undefended
-   features, unlike the published code), and the feature loss. With a
+   features, unlike the published code), and the feature loss; stored as a patch
+   of those rows, not as a copy of the catalogue's features. With a
    ``defense`` (JPEG, bit depth, ...), the images go through it before
    extraction: every catalogue image (an extra ``features`` node on the
    defended catalogue) or only the attacked ones; the attack itself, crafted
    against the undefended extractor, is shared with the undefended trials.
-7. ``ranking``: retrain the recommender on the attacked catalogue and keep every
+7. ``ranking``: retrain the recommender on the attacked catalogue (the clean or
+   defended features with the patch applied) and keep every
    user's top items (a no-attack trial's ranking is a clean run of step 4).
 8. ``recommender`` (the trial's final stage): evaluate ranking and category
    metrics of the origin items.
@@ -98,6 +100,37 @@ class CatalogueFeatures:
     features: np.ndarray
     classes: np.ndarray
     metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FeaturePatch:
+    """The attacked items' rows of a catalogue's features, after the attack (and defense).
+
+    What the ``attacked_features`` stage stores instead of a whole catalogue: at the
+    AIP study's Tradesy scale (326k items x 2048 float32) a copy per trial costs
+    2.7 GB of cache and memory, while the attacked items' rows are megabytes. The
+    ``ranking`` stage applies the patch to the catalogue it was made against (the
+    clean features, or the defended catalogue's with ``apply_to: all``).
+
+    Attributes:
+        items: ``int64`` ids of the replaced rows (every attacked item; rows of items
+            whose stored image did not change are the base's, bit for bit, unless
+            a defense re-extracted them).
+        features: ``float32`` ``(len(items), D)`` their features.
+        classes: ``int64`` ``(len(items),)`` their predicted classes.
+        metrics: Feature loss and RMSE, and the success rate after the defense.
+    """
+
+    items: np.ndarray
+    features: np.ndarray
+    classes: np.ndarray
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def apply(self, base: CatalogueFeatures) -> CatalogueFeatures:
+        """``base`` with this patch's rows swapped in (a new array; ``base`` is left as it is)."""
+        features, classes = base.features.copy(), base.classes.copy()
+        features[self.items], classes[self.items] = self.features, self.classes
+        return CatalogueFeatures(features, classes, dict(self.metrics))
 
 
 @dataclass(frozen=True)
@@ -202,8 +235,12 @@ def var_trial_graph(
     def features_node(extractor: StageSpec) -> StageSpec:
         return node("features", {}, {"dataset": dataset, "extractor": extractor})
 
-    def ranking_node(section: dict[str, Any], features: StageSpec, attack: StageSpec | None = None) -> StageSpec:
+    def ranking_node(
+        section: dict[str, Any], features: StageSpec, attack: StageSpec | None = None, patch: StageSpec | None = None
+    ) -> StageSpec:
         inputs = {"dataset": dataset, "features": features}
+        if patch is not None:
+            inputs["patch"] = patch
         if attack is not None and getattr(RECOMMENDERS.get(section["name"]), "input_kind", "features") == "images":
             inputs["attack"] = attack  # end-to-end image models see the attacked images themselves
         params = {"recommender": section, "seed": seed, "k": depth, "block_size": metrics["block_size"]}
@@ -224,12 +261,13 @@ def var_trial_graph(
     # A defense changes what the extractor sees, not what the attacker crafted against the
     # undefended extractor: its params key only the stages after the attack.
     defense = dump("defense")
+    base = clean  # the catalogue the attacked items' rows are patched into
     if defense["name"] == "none":
         attacked = node("attacked_features", {}, {"extractor": extractor, "features": clean, "attack": attack})
     elif defense.get("apply_to", "all") == "all":
-        defended = node("features", {"defense": defense}, {"dataset": dataset, "extractor": extractor})
+        base = node("features", {"defense": defense}, {"dataset": dataset, "extractor": extractor})
         attacked = node(
-            "attacked_features", {"defense": defense}, {"extractor": extractor, "features": defended, "attack": attack}
+            "attacked_features", {"defense": defense}, {"extractor": extractor, "features": base, "attack": attack}
         )
     else:  # only the attacked items' images go through the defense
         attacked = node(
@@ -242,7 +280,7 @@ def var_trial_graph(
     if dump("attack")["name"] == "none" and defense["name"] == "none":
         ranking = ranking_node(dump("recommender"), clean)
     else:
-        ranking = ranking_node(dump("recommender"), attacked, attack)
+        ranking = ranking_node(dump("recommender"), base, attack, patch=attacked)
     inputs = {"dataset": dataset, "extractor": extractor, "attack": attack, "features": attacked, "ranking": ranking}
     if "categories" in attack_inputs:
         inputs["categories"] = attack_inputs["categories"]
@@ -522,14 +560,16 @@ def attack_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: StageConte
     )
 
 
-@stage("attacked_features", version=3)
-def attacked_features_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: StageContext) -> CatalogueFeatures:
-    """The catalogue's features with the attacked items' stored images, and the feature loss.
+@stage("attacked_features", version=4)
+def attacked_features_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: StageContext) -> FeaturePatch:
+    """The attacked items' features re-extracted from their stored images, and the feature loss.
 
     Only the attacked items' images changed, and the extractor is applied per image
     in eval mode, so re-extracting just the changed images equals re-extracting the
     whole catalogue with the trial's extractor; unchanged items keep their clean
     features bit for bit (so the no-attack trial has a feature loss of exactly 0).
+    The result is a :class:`FeaturePatch` of the attacked items' rows, applied to
+    the input ``features`` by the ``ranking`` stage.
 
     With a ``defense`` param, every image reaching the extractor goes through it:
     with ``apply_to: all`` the input ``features`` are already the defended
@@ -539,7 +579,7 @@ def attacked_features_stage(params: dict[str, Any], inputs: dict[str, Any], ctx:
     The feature loss compares each attacked item's features with and without the
     attack under the same defense, and ``success_rate_defended`` is the share of
     attacked items the extractor classifies as the target after the defense.
-    Version 3: defenses, ``feature_rmse``.
+    Version 3: defenses, ``feature_rmse``. Version 4: a patch of the attacked rows.
     """
     from raygrid.defenses.base import build_defense
     from raygrid.extractors.extract import extract
@@ -548,33 +588,25 @@ def attacked_features_stage(params: dict[str, Any], inputs: dict[str, Any], ctx:
     base: CatalogueFeatures = inputs["features"]
     adv: AdversarialImages = inputs["attack"]
     defense = build_defense(params["defense"]) if "defense" in params else None
-    features = base.features.copy()
-    classes = base.classes.copy()
+    features = base.features[adv.items]  # fancy indexing: a copy of the attacked rows
+    classes = base.classes[adv.items]
     model = inputs["extractor"].build(ctx.device) if adv.changed.any() or defense is not None else None
-    if defense is not None and defense.apply_to == "attacked":
-        reference = features[:0]
-        if len(adv.items):
-            clean_images = np.ascontiguousarray(inputs["dataset"].images[adv.items])
-            reference, reference_classes = extract(model, defense(clean_images), device=ctx.device)
-            features[adv.items], classes[adv.items] = reference, reference_classes
-    else:
-        reference = base.features[adv.items]
-    changed = adv.items[adv.changed]
-    if len(changed):
+    if defense is not None and defense.apply_to == "attacked" and len(adv.items):
+        clean_images = np.ascontiguousarray(inputs["dataset"].images[adv.items])
+        features, classes = extract(model, defense(clean_images), device=ctx.device)
+    reference = features.copy()
+    if adv.changed.any():
         images = adv.images[adv.changed]
-        features[changed], classes[changed] = extract(
+        features[adv.changed], classes[adv.changed] = extract(
             model, defense(images) if defense is not None else images, device=ctx.device
         )
     metrics = {"feature_loss": float("nan"), "feature_rmse": float("nan")}
     if len(adv.items):
-        metrics = {
-            "feature_loss": feature_loss(reference, features[adv.items]),
-            "feature_rmse": feature_rmse(reference, features[adv.items]),
-        }
+        metrics = {"feature_loss": feature_loss(reference, features), "feature_rmse": feature_rmse(reference, features)}
     if defense is not None:
         target = np.full(len(adv.items), adv.target, dtype=np.int64)
-        metrics["success_rate_defended"] = success_rate(classes[adv.items], target, targeted=True)
-    return CatalogueFeatures(features, classes, metrics)
+        metrics["success_rate_defended"] = success_rate(classes, target, targeted=True)
+    return FeaturePatch(np.asarray(adv.items, dtype=np.int64), features, classes, metrics)
 
 
 @stage("ranking", version=1)
@@ -586,6 +618,8 @@ def ranking_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: StageCont
     """
     dataset: Dataset = inputs["dataset"]
     features: CatalogueFeatures = inputs["features"]
+    if "patch" in inputs:
+        features = inputs["patch"].apply(features)
     rec_cls = RECOMMENDERS.get(params["recommender"]["name"])
     recommender = rec_cls(rec_cls.Config.model_validate(params["recommender"]), seed=params["seed"], device=ctx.device)
     start = time.perf_counter()
@@ -626,7 +660,7 @@ def recommender_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: Stage
     from raygrid.metrics.ranking import NDCG, HitRate, Precision, Recall
 
     dataset: Dataset = inputs["dataset"]
-    features: CatalogueFeatures = inputs["features"]
+    patch: FeaturePatch = inputs["features"]  # the attacked rows; the stage needs only its metrics
     adv: AdversarialImages = inputs["attack"]
     trained: TrainedExtractor = inputs["extractor"]
     ranking: Ranking = inputs["ranking"]
@@ -658,7 +692,7 @@ def recommender_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: Stage
     # The dataset's Table 1 counts (users, items, interactions, density, per category).
     metrics.update({metric_safe(f"data_{k}"): float(v) for k, v in dataset_stats(dataset).items()})
     metrics.update(adv.metrics)
-    metrics.update(features.metrics)
+    metrics.update(patch.metrics)
     metrics.update(ranking.seconds)
     artifacts = {}
     if choice is not None:

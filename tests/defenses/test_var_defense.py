@@ -40,12 +40,14 @@ def nodes(spec):
 
 @pytest.fixture(scope="module")
 def resolved(grid, tmp_path_factory):
-    """The attacked-features products (the recommender's input) of every trial, plus shared products."""
+    """The catalogue each trial's recommender trains on (features with the attack's patch), plus shared products."""
     resolver = LocalResolver(StageCache(tmp_path_factory.mktemp("cache")))
     values = {}
     for t in grid.trials:
         graph = var_trial_graph(t.config)
-        values[(t.config.attack.name, t.config.defense.name)] = resolver.resolve(graph.inputs["features"])
+        patch = resolver.resolve(graph.inputs["features"])
+        catalogue = resolver.resolve(graph.inputs["ranking"].inputs["features"])
+        values[(t.config.attack.name, t.config.defense.name)] = patch.apply(catalogue)
     graph = var_trial_graph(trial(grid, "fgsm", "none").config)
     shared = {name: resolver.resolve(graph.inputs[name]) for name in ("dataset", "extractor", "attack")}
     shared["clean"] = resolver.resolve(graph.inputs["features"].inputs["features"])
@@ -64,6 +66,15 @@ def test_defense_params_key_only_the_stages_after_the_attack(grid):
     # the defended catalogue is shared by every attack of the same defense
     none_jpeg = nodes(var_trial_graph(trial(grid, "none", "jpeg").config))
     assert none_jpeg[("features", True)].key == by_defense["jpeg"][("features", True)].key
+
+
+def test_attacked_features_store_only_the_attacked_rows(grid, resolved):
+    _, shared, resolver = resolved
+    for defense in ("none", "jpeg", "bit_depth"):
+        patch = resolver.resolve(var_trial_graph(trial(grid, "fgsm", defense).config).inputs["features"])
+        assert np.array_equal(patch.items, shared["attack"].items)
+        assert patch.features.shape == (len(shared["attack"].items), shared["clean"].features.shape[1])
+        assert len(patch.items) < shared["dataset"].n_items
 
 
 def test_no_defense_keeps_the_undefended_graph(grid):
