@@ -118,10 +118,11 @@ class Extractor(torch.nn.Module, abc.ABC):
         trains in its config's mode (``standard``, ``adversarial`` or
         ``free_adversarial``, see
         :func:`~raygrid.extractors.training.fit_with_config`) and returns the
-        clean and robust held-out accuracies. Otherwise (no config, or
-        ``training: pretrained``) it trains nothing and returns ``{}``: a
-        pretrained network has no held-out accuracy to report, so no made-up
-        numbers reach MLflow.
+        clean and robust held-out accuracies. Otherwise (no config,
+        ``training: pretrained``, or ``training: none``: the seeded initial
+        weights as they are) it trains nothing and returns ``{}``: such a
+        network has no held-out accuracy to report, so no made-up numbers
+        reach MLflow.
 
         Args:
             images: ``uint8`` ``(N, H, W, 3)`` item images.
@@ -133,7 +134,7 @@ class Extractor(torch.nn.Module, abc.ABC):
         from raygrid.extractors.training import TrainingConfig, fit_with_config  # training imports this module
 
         config = getattr(self, "config", None)
-        if isinstance(config, TrainingConfig) and config.training != "pretrained":
+        if isinstance(config, TrainingConfig) and config.training not in ("pretrained", "none"):
             return fit_with_config(self, config, images, labels, seed=seed, device=device, progress=progress)
         log.info("%s has nothing to train", type(self).__name__)
         return {}

@@ -48,6 +48,16 @@ MIN_SIDE = 39
 the three ceil-mode 3/2 max pools each keep at least one window (39 -> 8 -> 4 -> 2 -> 1)."""
 
 
+def upsample_to_min_side(images: torch.Tensor) -> torch.Tensor:
+    """``(N, 3, H, W)`` images whose shorter side is under :data:`MIN_SIDE` upsampled (bilinear,
+    aspect kept) so that it is at least that; others returned unchanged. Differentiable."""
+    side = min(images.shape[-2:])
+    if side >= MIN_SIDE:
+        return images
+    size = (images.shape[-2] * MIN_SIDE + side - 1) // side, (images.shape[-1] * MIN_SIDE + side - 1) // side
+    return nn.functional.interpolate(images, size=size, mode="bilinear", align_corners=False)
+
+
 class CNNF(nn.Module):
     """CNN-F mapping ``[0, 1]`` images ``(N, 3, H, W)`` to ``(N, out_dim)`` (DVBPR's item embedding).
 
@@ -150,13 +160,19 @@ class CNNFExtractor(Extractor):
         """Config of :class:`CNNFExtractor`.
 
         Attributes:
-            training: ``standard``, ``adversarial`` or ``free_adversarial``.
+            training: ``standard``, ``adversarial`` or ``free_adversarial``: trained on
+                the catalogue's categories; ``none``: the seeded He-initialised weights
+                as they are. An untrained CNN-F's fc7 is a generic random-feature map of
+                the images, not fitted to the catalogue's categories: the stand-in for
+                an ImageNet AlexNet's fc7 (the AIP study's AlexRank features) where no
+                pretrained weights can be had. Its classes (for TAaMR) are the
+                catalogue's categories through an untrained head.
             fc_dim: Width of fc6 and fc7, hence the feature length (4096 in CNN-F).
             dropout: Dropout after fc6 and fc7 while training.
         """
 
         name: Literal["cnnf"] = "cnnf"
-        training: TrainingMode = "standard"
+        training: TrainingMode | Literal["none"] = "standard"
         fc_dim: int = Field(4096, ge=8, le=16384)
         dropout: float = Field(0.5, ge=0, lt=1)
 
@@ -166,8 +182,12 @@ class CNNFExtractor(Extractor):
         self.net = CNNF(len(self.class_names), dropout=config.dropout, fc_dim=config.fc_dim, seed=seed)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """Normalise with the size check of :meth:`CNNF.normalize`."""
-        return self.net.normalize(images)
+        """Normalise as :meth:`CNNF.normalize`, images smaller than :data:`MIN_SIDE` upsampled to it first.
+
+        The upsampling (bilinear, as DVBPR does for the same network) is differentiable,
+        so attacks still optimise the images at their own size.
+        """
+        return self.net.normalize(upsample_to_min_side(images))
 
     def encode(self, normalized: torch.Tensor) -> torch.Tensor:
         """fc7 activations ``(N, fc_dim)`` of normalised images."""

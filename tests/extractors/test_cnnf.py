@@ -71,3 +71,27 @@ def test_the_extractor_gives_fc7_features_and_trains_on_the_catalogue() -> None:
     assert {"val_accuracy", "val_robust_accuracy", "train_loss"} <= set(metrics)
     # Trained from scratch (no batch norm), CNN-F learns slowly, but it learns: the loss falls below chance's.
     assert len(losses) == 3 and losses[-1] < min(losses[0], math.log(len(data.category_names)))
+
+
+def test_training_none_keeps_the_seeded_weights_and_reports_no_accuracy() -> None:
+    data = generate("tiny", seed=0, image_size=48)
+    config = CNNFExtractor.Config(fc_dim=64, training="none")
+    model = CNNFExtractor(config, data.category_names, seed=3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert model.fit(data.images, data.item_labels, seed=0) == {}  # no made-up accuracy reaches MLflow
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    same = CNNFExtractor(config, data.category_names, seed=3).eval()
+    torch.testing.assert_close(model.eval().features(_images(2, 48)), same.features(_images(2, 48)), rtol=0, atol=0)
+    with pytest.raises(ValidationError):
+        CNNFExtractor.Config(training="untrained")
+
+
+def test_the_extractor_upsamples_images_below_cnnf_minimum_and_keeps_gradients() -> None:
+    model = CNNFExtractor(CNNFExtractor.Config(fc_dim=32, training="none"), ["a", "b"], seed=0).eval()
+    small = _images(2, 32).requires_grad_(True)
+    features = model.features(small)
+    assert features.shape == (2, 32)
+    features.sum().backward()
+    assert small.grad is not None and small.grad.abs().sum() > 0  # attacks optimise the 32 px pixels
+    upsampled = torch.nn.functional.interpolate(small.detach(), size=(39, 39), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(model.features(small.detach()), model.features(upsampled))
