@@ -76,3 +76,22 @@ def test_dvbpr_rejects_features_instead_of_images(problem):
     users, items = problem[0], problem[1]
     with pytest.raises(ValueError, match="uint8"):
         DVBPR(CONFIG).fit(N_USERS, N_ITEMS, users, items, np.zeros((N_ITEMS, 5), dtype=np.float32))
+
+
+def test_user_lr_moves_only_the_user_embeddings_faster(problem):
+    """``user_lr`` sets the user embeddings' Adam rate; the network keeps ``lr``."""
+    users, items, _, images, cold = problem
+
+    def one_epoch(**fields):
+        model = DVBPR(CONFIG.model_copy(update={"epochs": 1, "dropout": 0.0, **fields}), seed=0)
+        model.fit(N_USERS, N_ITEMS, users, items, images)
+        return model
+
+    plain, fast = one_epoch(), one_epoch(user_lr=0.1)
+    generator = torch.Generator().manual_seed(0)
+    initial = torch.randn(N_USERS, CONFIG.factors, generator=generator) * 0.01  # _INIT_STD, as _build draws it
+    moved_plain = (plain.params.user_factors.detach() - initial).norm()
+    moved_fast = (fast.params.user_factors.detach() - initial).norm()
+    assert moved_fast > 5 * moved_plain
+    group_lrs = [group["lr"] for group in fast._optimizer().param_groups]
+    assert group_lrs == [0.1, CONFIG.lr]
