@@ -72,7 +72,8 @@ def main() -> None:
     graph = var_trial_graph(trial.config)
     resolver = LocalResolver(StageCache(args.storage))
     dataset = resolver.resolve(graph.inputs["dataset"])
-    features = resolver.resolve(graph.inputs["features"]).features
+    # The trial without attack ranks on the clean catalogue (its own "features" input is the attack patch).
+    features = resolver.resolve(graph.inputs["ranking"].inputs["features"]).features
     test = dataset.test_items
     seen = np.bincount(dataset.train_items, minlength=dataset.n_items)
     cold_users = np.flatnonzero((test >= 0) & (seen[np.maximum(test, 0)] == 0))
