@@ -12,6 +12,7 @@ Ties: an injected item is ranked below every candidate with an equal score
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -156,35 +157,21 @@ def two_stage_evaluation(
     sums = {name: np.zeros(m) for name in ("score_coop", "score_adv", "rank_coop", "rank_adv")}
     hits = {(kind, k): np.zeros(m) for kind in ("cold_coop", "cold_adv", "avail_coop", "avail_adv") for k in cutoffs}
     test_hits = dict.fromkeys(cutoffs, 0.0)
-    cold_t = torch.as_tensor(cold)
-
-    def columns(content: Any, block: np.ndarray, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        scores = recommender.score(block, content).double()
-        cand = torch.gather(scores, 1, torch.as_tensor(candidates[rows], device=scores.device))
-        test = scores[torch.arange(block.size, device=scores.device), torch.as_tensor(test_items[rows], device=scores.device)]
-        return cand.cpu(), test.cpu(), scores[:, cold_t.to(scores.device)].cpu()
 
     for kind in ("coop", "adv"):
         content = cooperative_content if kind == "coop" else adversarial_content
-        if callable(content):
-            content = content()
-        # One item-side computation (e.g. DVBPR's image embeddings) for all user blocks.
-        with torch.no_grad(), recommender._scoring_session(content):
-            for first in range(0, users.size, block_size):
-                rows = np.arange(first, min(first + block_size, users.size))
-                cand, test, cold_scores = columns(content, users[rows], rows)
-                others = torch.cat((cand, test.unsqueeze(1)), dim=1)
-                ranks = torch.as_tensor(candidate_ranks(cold_scores.numpy(), others.numpy()))
-                test_rank = 1 + (cand >= test.unsqueeze(1)).sum(1)
-                test_ranks = test_rank.unsqueeze(1) + (cold_scores >= test.unsqueeze(1)).long()
-                sums[f"score_{kind}"] += cold_scores.sum(0).numpy()
-                sums[f"rank_{kind}"] += ranks.sum(0).double().numpy()
-                for k in cutoffs:
-                    hits[(f"cold_{kind}", k)] += (ranks <= k).sum(0).numpy()
-                    hits[(f"avail_{kind}", k)] += (test_ranks <= k).sum(0).numpy()
-                    if kind == "coop":
-                        test_hits[k] += float((test_rank <= k).sum())
-        del content  # before the next pass builds its own
+        for cand, test, cold_scores, ranks in _injected_blocks(
+            recommender, users, candidates, test_items, cold, content, block_size
+        ):
+            test_rank = 1 + (cand >= test.unsqueeze(1)).sum(1)
+            test_ranks = test_rank.unsqueeze(1) + (cold_scores >= test.unsqueeze(1)).long()
+            sums[f"score_{kind}"] += cold_scores.sum(0).numpy()
+            sums[f"rank_{kind}"] += ranks.sum(0).double().numpy()
+            for k in cutoffs:
+                hits[(f"cold_{kind}", k)] += (ranks <= k).sum(0).numpy()
+                hits[(f"avail_{kind}", k)] += (test_ranks <= k).sum(0).numpy()
+                if kind == "coop":
+                    test_hits[k] += float((test_rank <= k).sum())
     n = max(users.size, 1)
     return TwoStageResult(
         cold_hr_coop={k: hits[("cold_coop", k)] / n for k in cutoffs},
@@ -198,3 +185,70 @@ def two_stage_evaluation(
         mean_rank_coop=sums["rank_coop"] / n,
         mean_rank_adv=sums["rank_adv"] / n,
     )
+
+
+def injected_hit_ratio(
+    recommender: Any,
+    users: np.ndarray,
+    candidates: np.ndarray,
+    test_items: np.ndarray,
+    cold_items: np.ndarray,
+    content: Any,
+    *,
+    cutoffs: tuple[int, ...] = (5, 10, 20),
+    block_size: int = 1024,
+) -> dict[int, np.ndarray]:
+    """HR@N of each cold item injected into each user's candidates + test item, for one content: one scoring pass.
+
+    The protocol of :func:`two_stage_evaluation` for a single version of the cold
+    items, e.g. every cold item given the hook item's exact content: the most
+    that EXPA (which matches the hook's features) can reach, the measure the AIP
+    paper uses to explain a hook that lifts little (section 6.1, Tradesy's coat).
+
+    Args:
+        content: Item content with the cold items' rows set, or a function of no argument that builds it.
+        Others: As :func:`two_stage_evaluation`.
+
+    Returns:
+        ``float64`` ``(m,)`` per cold item, by N.
+    """
+    cold = np.asarray(cold_items, dtype=np.int64)
+    hits = {k: np.zeros(cold.size) for k in cutoffs}
+    users = np.asarray(users, dtype=np.int64)
+    for *_, ranks in _injected_blocks(recommender, users, candidates, test_items, cold, content, block_size):
+        for k in cutoffs:
+            hits[k] += (ranks <= k).sum(0).numpy()
+    return {k: v / max(users.size, 1) for k, v in hits.items()}
+
+
+def _injected_blocks(
+    recommender: Any,
+    users: np.ndarray,
+    candidates: np.ndarray,
+    test_items: np.ndarray,
+    cold: np.ndarray,
+    content: Any,
+    block_size: int,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """One scoring pass over the users in blocks: per block the candidates', test items' and cold items' scores.
+
+    Yields ``(candidate scores (b, C), test scores (b,), cold scores (b, m), cold ranks (b, m))``
+    on the CPU, the cold ranks among candidates + test item (ties against the cold item).
+    ``content`` may be a function that builds it, called when the pass starts; it is
+    dropped when the pass ends, so that consecutive passes hold one catalogue at a time.
+    """
+    if callable(content):
+        content = content()
+    cold_t = torch.as_tensor(cold)
+    # One item-side computation (e.g. DVBPR's image embeddings) for all user blocks.
+    with torch.no_grad(), recommender._scoring_session(content):
+        for first in range(0, users.size, block_size):
+            rows = np.arange(first, min(first + block_size, users.size))
+            scores = recommender.score(users[rows], content).double()
+            device = scores.device
+            cand = torch.gather(scores, 1, torch.as_tensor(candidates[rows], device=device)).cpu()
+            test = scores[torch.arange(rows.size, device=device), torch.as_tensor(test_items[rows], device=device)].cpu()
+            cold_scores = scores[:, cold_t.to(device)].cpu()
+            others = torch.cat((cand, test.unsqueeze(1)), dim=1)
+            ranks = torch.as_tensor(candidate_ranks(cold_scores.numpy(), others.numpy()))
+            yield cand, test, cold_scores, ranks

@@ -58,6 +58,10 @@ RANKERS = ("alexrank", "vbpr", "amr", "dvbpr")
 #: Cold items drawn when neither the dataset nor ``aip.cold_items`` says (the paper: 1000).
 DEFAULT_COLD_ITEMS = 1000
 
+#: Attacks that pull a cold item towards the hook item; their trials also log ``hook_hr_N``,
+#: the HR@N of a cold item carrying the hook's exact content (their ceiling).
+HOOK_ATTACKS = ("expa", "csema")
+
 #: Largest adversarial image archive logged with a trial, in bytes (uncompressed).
 MAX_ARCHIVE_BYTES = 64 << 20
 
@@ -236,12 +240,13 @@ def aip_trial_graph(
     if not end_to_end:
         eval_inputs["extractor"] = extractor  # type: ignore[assignment]
         eval_inputs["features"] = platform.inputs["features"]
-    return node(
-        "aip_evaluate",
-        {"defense": defense, "cutoffs": list(aip["cutoffs"]), "block_size": config.metrics.block_size, "seed": seed},  # type: ignore[attr-defined]
-        eval_inputs,
-        res="trial",
-    )
+    eval_params: dict[str, Any] = {
+        "defense": defense, "cutoffs": list(aip["cutoffs"]), "block_size": config.metrics.block_size,  # type: ignore[attr-defined]
+        "seed": seed,
+    }
+    if name in HOOK_ATTACKS:
+        eval_params["hook_ceiling"] = True
+    return node("aip_evaluate", eval_params, eval_inputs, res="trial")
 
 
 # --------------------------------------------------------------------------- the stages
@@ -491,7 +496,7 @@ def evaluate_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: StageCon
     from raygrid.attacks.storage import image_archive
     from raygrid.defenses.base import build_defense
     from raygrid.extractors.extract import extract
-    from raygrid.metrics.coldstart import two_stage_evaluation
+    from raygrid.metrics.coldstart import injected_hit_ratio, two_stage_evaluation
     from raygrid.metrics.significance import paired_tests
 
     dataset: Dataset = inputs["dataset"]
@@ -555,6 +560,15 @@ def evaluate_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: StageCon
         metrics[f"availability_hr_{k}_adversarial"] = float(a_adv.mean())
         metrics[f"delta_availability_hr_{k}"] = float(a_adv.mean() - a_coop.mean())
         metrics[f"ttest_p_availability_hr_{k}"] = paired_tests(a_adv, a_coop).t_pvalue
+    if params.get("hook_ceiling"):
+        # What a perfect EXPA would reach: every cold item given the hook item's own content
+        # as the platform sees it (its features, or its image for an end-to-end ranker).
+        hook_rows = np.repeat(np.asarray(base[split.hook_item])[None], cold.size, axis=0)
+        ceiling = injected_hit_ratio(
+            recommender, cands.users, cands.items, cands.test_items, cold, catalogue(hook_rows),
+            cutoffs=cutoffs, block_size=params["block_size"],
+        )
+        metrics.update({f"hook_hr_{k}": float(ceiling[k].mean()) for k in cutoffs})
     metrics["prediction_shift"] = float(result.shift.mean())
     metrics["prediction_shift_abs"] = abs(metrics["prediction_shift"])
     metrics["ttest_p_prediction_shift"] = paired_tests(result.mean_score_adv, result.mean_score_coop).t_pvalue

@@ -33,6 +33,10 @@ ADV = {
 }
 
 
+#: HR@5 of a cold item given the hook's exact content, by ranker (logged by c-SEMA trials).
+HOOK = {"vbpr": 0.004, "alexrank": 0.03}
+
+
 def aip_fab_document(name: str = "aipfab", **grid_overrides) -> dict:
     """2 rankers x 3 attacks (INSA eps 8 and 32, c-SEMA) x 4 defenses = 24 trials."""
     doc = tiny_grid_document(
@@ -79,6 +83,7 @@ def aip_metrics(trial) -> dict[str, float]:
         "ttest_p_prediction_shift": 0.01,
         "cold_hr_10_cooperative": 2 * coop,
         "cold_hr_10_adversarial": 2 * adv,
+        **({"hook_hr_5": HOOK[ranker]} if attack == "csema" else {}),
     }
 
 
@@ -130,6 +135,14 @@ def test_table4_shows_cooperative_and_adversarial_hr5_at_the_largest_eps_with_da
     csema = dict(zip([c.csv_name for c in table.columns], table.row(session.datasets[0], "csema").cells))
     assert not table.significant(csema["vbpr.cold_hr_5_adversarial"])  # 0.02 against 0.01: p 0.4
     assert "insa (ε 8)" not in to_markdown(table)  # eps 8 belongs to Table 6
+
+
+def test_table4_notes_the_hook_ceiling_of_each_ranker(session):
+    notes = [n for n in table4(session).notes if n.startswith("Hook ceiling")]
+    assert notes == [
+        (f"Hook ceiling, {session.datasets[0]}: HR@5 of a cold item given the hook item's exact content, the most EXPA "
+        "(which matches the hook's features) can reach: vbpr 0.0040, alexrank 0.0300.")
+    ]
 
 
 def test_table5_gives_the_change_and_the_ratio(session):

@@ -11,7 +11,7 @@ import torch
 from raygrid.config.loader import build_grid
 from raygrid.data.synthetic import generate
 from raygrid.errors import ConfigError
-from raygrid.metrics.coldstart import two_stage_evaluation
+from raygrid.metrics.coldstart import injected_hit_ratio, two_stage_evaluation
 from raygrid.pipeline import LocalResolver, StageCache
 from raygrid.pipeline.spec import StageContext
 from raygrid.studies import STUDIES
@@ -142,6 +142,19 @@ def test_two_stage_ranking_by_hand():
     assert result.availability_adv[1].tolist() == [0.0]
 
 
+def test_injected_hit_ratio_is_the_two_stage_protocol_for_one_content():
+    table = np.array([
+        [5.0, 4.0, 3.0, 2.0, 0.0, 4.0, 9.0],  # user 0: cold 5 ties item 1 -> 3rd; cold 6 -> 1st
+        [1.0, 2.0, 3.0, 0.0, 9.0, 2.5, 0.5],  # user 1: cold 5 -> 3rd; cold 6 -> 5th (last)
+    ])
+    candidates, tests, cold = np.array([[0, 1, 2], [0, 1, 2]]), np.array([3, 4]), np.array([5, 6])
+    hr = injected_hit_ratio(TableRecommender(), np.array([0, 1]), candidates, tests, cold, table, cutoffs=(1, 3))
+    assert hr[1].tolist() == [0.0, 0.5] and hr[3].tolist() == [1.0, 0.5]
+    full = two_stage_evaluation(TableRecommender(), np.array([0, 1]), candidates, tests, cold, table, lambda: table,
+                                cutoffs=(1, 3))
+    assert all(np.array_equal(hr[k], full.cold_hr_adv[k]) for k in (1, 3))
+
+
 # --------------------------------------------------------------------------- end to end
 
 
@@ -175,6 +188,8 @@ def test_tiny_trials_share_their_products_and_log_the_papers_numbers(run):
     assert 0 < insa["linf_realised_max"] <= 32 and insa["prediction_shift"] > 0
     csema = outcomes["csema-none"]
     assert csema.info["csema_text"].startswith("match your ")
+    # The hook attacks log their ceiling; INSA, which uses no hook, does not.
+    assert 0.0 <= csema.metrics["hook_hr_5"] <= 1.0 and "hook_hr_5" not in insa
 
 
 def test_candidates_hold_no_seen_cold_or_test_item(run):
