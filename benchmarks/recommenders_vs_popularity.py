@@ -66,6 +66,8 @@ def main() -> None:
     parser.add_argument("--only", default="", help="run only the models whose label contains this text (and popularity)")
     parser.add_argument("--dvbpr-epochs", type=int, default=2, help="DVBPR's training epochs (the paper: 20; slow on a CPU)")
     parser.add_argument("--skip-cold", action="store_true", help="leave out the cold-item table")
+    parser.add_argument("--curve-every", type=int, default=0,
+                        help="also print Recall@20 every N epochs while training (a learning curve; 0: off)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     trial = load_grid(DEMO).trial("standard-none-vbpr")
@@ -92,6 +94,8 @@ def main() -> None:
     ]
     for label, fields in models:
         model = _model(fields, trial.config.seed)
+        if args.curve_every and fields["name"] not in ("pop", "alexrank"):
+            model.progress = _curve_printer(model, label, args.curve_every, users, test)
         start = time.perf_counter()
         model.fit(dataset.n_users, dataset.n_items, dataset.train_users, dataset.train_items,
                   _content(model, dataset, features))
@@ -101,6 +105,19 @@ def main() -> None:
         print(f"| {label} | {np.nanmean(per_user):.4f} | {cold:.4f} | {seconds:.1f} |", flush=True)
     if not args.skip_cold:
         cold_item_table(dataset, features, args.cold_share, trial.config.seed, models)
+
+
+def _curve_printer(model: Any, label: str, every: int, users: np.ndarray, test: np.ndarray) -> Any:
+    """A progress callback printing Recall@20 after every ``every``-th epoch (the model is in evaluation mode then)."""
+    started = time.perf_counter()
+
+    def report(epoch: int, loss: float) -> None:
+        if epoch % every == 0:
+            recall = float(np.nanmean(Recall(20).per_user(model.topk(20, users), test)))
+            print(f"| {label}, after epoch {epoch} (loss {loss:.4f}) | {recall:.4f} | | "
+                  f"{time.perf_counter() - started:.1f} |", flush=True)
+
+    return report
 
 
 def _model(fields: dict[str, Any], seed: int) -> Any:
