@@ -66,6 +66,7 @@ def main() -> None:
     parser.add_argument("--only", default="", help="run only the models whose label contains this text (and popularity)")
     parser.add_argument("--dvbpr-epochs", type=int, default=2, help="DVBPR's training epochs (the paper: 20; slow on a CPU)")
     parser.add_argument("--skip-cold", action="store_true", help="leave out the cold-item table")
+    parser.add_argument("--skip-main", action="store_true", help="leave out the whole-catalogue table")
     parser.add_argument("--curve-every", type=int, default=0,
                         help="also print Recall@20 every N epochs while training (a learning curve; 0: off)")
     args = parser.parse_args()
@@ -92,7 +93,7 @@ def main() -> None:
         if fields["name"] == "dvbpr" else (label, fields)
         for label, fields in models
     ]
-    for label, fields in models:
+    for label, fields in models if not args.skip_main else []:
         model = _model(fields, trial.config.seed)
         if args.curve_every and fields["name"] not in ("pop", "alexrank"):
             model.progress = _curve_printer(model, label, args.curve_every, users, test)
