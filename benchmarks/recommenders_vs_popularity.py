@@ -64,6 +64,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cold-share", type=float, default=0.1, help="share of items held out as cold items")
     parser.add_argument("--only", default="", help="run only the models whose label contains this text (and popularity)")
+    parser.add_argument("--exclude", default=None, help="leave out the models whose label contains this text")
     parser.add_argument("--dvbpr-epochs", type=int, default=2, help="DVBPR's training epochs (the paper: 20; slow on a CPU)")
     parser.add_argument("--skip-cold", action="store_true", help="leave out the cold-item table")
     parser.add_argument("--skip-main", action="store_true", help="leave out the whole-catalogue table")
@@ -88,6 +89,8 @@ def main() -> None:
     print("|---|---|---|---|")
     recall = Recall(20)
     models = [(label, fields) for label, fields in MODELS if args.only in label or fields["name"] == "pop"]
+    if args.exclude:
+        models = [(label, fields) for label, fields in models if args.exclude not in label]
     models = [
         (label.replace("2 epochs", f"{args.dvbpr_epochs} epochs"), dict(fields, epochs=args.dvbpr_epochs))
         if fields["name"] == "dvbpr" else (label, fields)

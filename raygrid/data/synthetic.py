@@ -18,6 +18,13 @@ own catalogue, deterministically from a seed:
   images (shape and colour) genuinely explains preferences: a visually-aware
   recommender has something to exploit, and an attack that makes one category
   look like another has something to move.
+* **Popular looks.** Within a category, an item's popularity rank follows a
+  noisy score that rises with the brightness of its colour (weight 0.8, the
+  rest item-specific), so the most interacted items share a look, as trends
+  make them do in real catalogues. Part of an item's popularity can then be
+  read off its image: VBPR's visual bias has something to learn, and the AIP
+  study's EXPA and c-SEMA, which borrow a popular hook item's look, have
+  something to borrow.
 * **The attack pair.** "sandal" is rare in the interactions (the attack origin)
   while still being at least 5% of the items; "running shoe" is the most
   interacted category (the attack target), about five times the sandal's share,
@@ -43,6 +50,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 from PIL import Image, ImageDraw
 from pydantic import Field
+from scipy import special
 
 from raygrid.config.base import ComponentConfig
 from raygrid.data.dataset import Dataset
@@ -142,6 +150,11 @@ _TASTE_FLOOR = 0.1
 _COLOUR_CONCENTRATION = 0.3
 _COLOUR_FLOOR = 0.25
 _POPULARITY_EXPONENT = 0.5
+# Popular looks: the within-category popularity rank follows a score with this
+# correlation to the brightness (HSV value) of the item's colour; the rest is
+# item-specific noise. 0 would make popularity invisible in the images.
+_STYLE_WEIGHT = 0.8
+_VALUE_RANGE = (0.45, 0.90)
 
 _START_TIME = 1_388_534_400  # 2014-01-01, Unix seconds
 _START_SPREAD_S = 2 * 365 * 86_400
@@ -336,18 +349,36 @@ def draw_catalogue(n_items: int, rng: np.random.Generator) -> Catalogue:
     labels = rng.permutation(np.repeat(np.arange(n_categories), _category_counts(n_items)))
     colours = rng.integers(0, len(COLOUR_NAMES), n_items)
 
-    # Power law over a random rank within the category, normalised per category.
-    rank = np.empty(n_items, dtype=np.int64)
+    # A random rank within each category: drawn first, so that the images and the
+    # rest of the catalogue are the same stream of draws whatever the style weight.
+    random_rank = np.empty(n_items, dtype=np.int64)
     for c in range(n_categories):
         members = np.flatnonzero(labels == c)
-        rank[members] = rng.permutation(members.shape[0])
-    weight = (rank + 1.0) ** -_POPULARITY_EXPONENT
-    popularity = weight / np.bincount(labels, weights=weight, minlength=n_categories)[labels]
+        random_rank[members] = rng.permutation(members.shape[0])
 
     hue = (_COLOUR_HUES[colours] + rng.uniform(-0.02, 0.02, n_items)) % 1.0
     saturation = rng.uniform(0.55, 0.95, n_items)
-    value = rng.uniform(0.45, 0.90, n_items)
+    value = rng.uniform(_VALUE_RANGE[0], _VALUE_RANGE[1], n_items)
     rgb = 255.0 * np.array([colorsys.hsv_to_rgb(h, s, v) for h, s, v in zip(hue, saturation, value)])
+
+    # Power law over a rank within the category, normalised per category. The rank
+    # follows an "in style" score: brightness (the HSV value of the item's colour)
+    # with weight _STYLE_WEIGHT, plus item-specific noise (the random rank's normal
+    # quantile), both standardised. So popular looks exist, as in real catalogues:
+    # part of an item's popularity can be read off its image (what VBPR's visual
+    # bias and the AIP study's EXPA hook rely on), the rest is the item's own.
+    counts = np.bincount(labels, minlength=n_categories)
+    noise = special.ndtri((random_rank + 0.5) / counts[labels])
+    brightness = (value - _VALUE_RANGE[0]) / (_VALUE_RANGE[1] - _VALUE_RANGE[0])
+    brightness = (brightness - 0.5) * math.sqrt(12.0)  # uniform: mean 0, variance 1
+    style = _STYLE_WEIGHT * brightness + math.sqrt(1.0 - _STYLE_WEIGHT**2) * noise
+    rank = np.empty(n_items, dtype=np.int64)
+    for c in range(n_categories):
+        members = np.flatnonzero(labels == c)
+        rank[members[np.argsort(-style[members], kind="stable")]] = np.arange(members.shape[0])
+    weight = (rank + 1.0) ** -_POPULARITY_EXPONENT
+    popularity = weight / np.bincount(labels, weights=weight, minlength=n_categories)[labels]
+
     bg_hue = rng.uniform(0, 1, n_items)
     bg_sat = rng.uniform(0.0, 0.08, n_items)
     bg_val = rng.uniform(0.88, 1.0, n_items)

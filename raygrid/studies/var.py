@@ -342,7 +342,7 @@ def _selection_node(
 # --------------------------------------------------------------------------- the stages
 
 
-@stage("dataset", version=3)
+@stage("dataset", version=4)
 def load_dataset(params: dict[str, Any], inputs: dict[str, Any], ctx: StageContext) -> Dataset:
     """Load the dataset named by ``params['data']``.
 
@@ -352,6 +352,8 @@ def load_dataset(params: dict[str, Any], inputs: dict[str, Any], ctx: StageConte
     the Dataset gained validation and cold items, source ids and statistics.
     Version 3: the synthetic generator's users have sharper tastes (its
     constants are not part of the key, so the version carries the change).
+    Version 4: its within-category popularity follows the items' brightness
+    (popular looks).
     """
     source_cls = DATASETS.get(params["data"]["name"])
     dataset = source_cls(source_cls.Config.model_validate(params["data"])).load()

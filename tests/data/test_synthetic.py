@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from raygrid.data import synthetic
 from raygrid.data.dataset import Dataset
 from raygrid.data.synthetic import (
     CATEGORY_NAMES,
@@ -149,6 +150,33 @@ def test_item_popularity_is_skewed_within_a_category(small: Dataset) -> None:
     top_decile = counts[: max(1, counts.shape[0] // 10)].sum() / counts.sum()
     # Uniform popularity would give 0.10; the power law (exponent 0.5) about 0.25.
     assert top_decile > 0.2
+
+
+def test_popular_items_share_a_look(small: Dataset) -> None:
+    """Within a category, the more interacted items are the brighter ones (the AIP study's hook relies on it)."""
+    from scipy.stats import spearmanr
+
+    popularity = np.bincount(_interaction_items(small), minlength=small.n_items)
+    # Brightness as drawn is the HSV value of the item's colour: max(R, G, B) of its dominant colour.
+    catalogue_rng = np.random.default_rng(np.random.SeedSequence(0).spawn(3)[0])
+    brightness = draw_catalogue(small.n_items, catalogue_rng).rgb.max(axis=1)
+    rhos = []
+    for category in range(len(small.category_names)):
+        members = np.flatnonzero(small.item_labels == category)
+        rhos.append(spearmanr(popularity[members], brightness[members]).statistic)
+    # The style weight is 0.8 on the rank score; the sampled counts blur it.
+    assert min(rhos) > 0.2 and float(np.mean(rhos)) > 0.4
+
+
+def test_the_style_weight_moves_popularity_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Items keep their looks whatever the style weight: only which of them are popular changes."""
+    styled = draw_catalogue(240, np.random.default_rng(3))
+    monkeypatch.setattr(synthetic, "_STYLE_WEIGHT", 0.0)
+    plain = draw_catalogue(240, np.random.default_rng(3))
+    for field in ("labels", "colours", "rgb", "background", "textures", "texture_params", "poses"):
+        np.testing.assert_array_equal(getattr(styled, field), getattr(plain, field))
+    assert not np.allclose(styled.popularity, plain.popularity)
+    np.testing.assert_allclose(np.bincount(plain.labels, weights=plain.popularity), 1.0)
 
 
 def test_registered_source_loads_the_generated_dataset(tiny: Dataset) -> None:
