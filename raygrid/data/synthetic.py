@@ -346,14 +346,15 @@ def draw_catalogue(n_items: int, rng: np.random.Generator) -> Catalogue:
     n_categories = len(_CATEGORIES)
     if n_items < 2 * n_categories:
         raise ValueError(f"need at least {2 * n_categories} items, got {n_items}")
-    labels = rng.permutation(np.repeat(np.arange(n_categories), _category_counts(n_items)))
+    counts = _category_counts(n_items)
+    labels = rng.permutation(np.repeat(np.arange(n_categories), counts))
     colours = rng.integers(0, len(COLOUR_NAMES), n_items)
 
     # A random rank within each category: drawn first, so that the images and the
     # rest of the catalogue are the same stream of draws whatever the style weight.
+    groups = [np.flatnonzero(labels == c) for c in range(n_categories)]
     random_rank = np.empty(n_items, dtype=np.int64)
-    for c in range(n_categories):
-        members = np.flatnonzero(labels == c)
+    for members in groups:
         random_rank[members] = rng.permutation(members.shape[0])
 
     hue = (_COLOUR_HUES[colours] + rng.uniform(-0.02, 0.02, n_items)) % 1.0
@@ -367,14 +368,12 @@ def draw_catalogue(n_items: int, rng: np.random.Generator) -> Catalogue:
     # quantile), both standardised. So popular looks exist, as in real catalogues:
     # part of an item's popularity can be read off its image (what VBPR's visual
     # bias and the AIP study's EXPA hook rely on), the rest is the item's own.
-    counts = np.bincount(labels, minlength=n_categories)
     noise = special.ndtri((random_rank + 0.5) / counts[labels])
     brightness = (value - _VALUE_RANGE[0]) / (_VALUE_RANGE[1] - _VALUE_RANGE[0])
     brightness = (brightness - 0.5) * math.sqrt(12.0)  # uniform: mean 0, variance 1
     style = _STYLE_WEIGHT * brightness + math.sqrt(1.0 - _STYLE_WEIGHT**2) * noise
     rank = np.empty(n_items, dtype=np.int64)
-    for c in range(n_categories):
-        members = np.flatnonzero(labels == c)
+    for members in groups:
         rank[members[np.argsort(-style[members], kind="stable")]] = np.arange(members.shape[0])
     weight = (rank + 1.0) ** -_POPULARITY_EXPONENT
     popularity = weight / np.bincount(labels, weights=weight, minlength=n_categories)[labels]
