@@ -77,6 +77,10 @@ class StageResources(StrictModel):
 class ResourcesConfig(StrictModel):
     """Resources per stage. ``trial`` is the trial's own work (recommender training and evaluation).
 
+    Stages that do no GPU work take their entry's CPUs and no GPU share: the VAR
+    evaluation (numpy metrics) and the training of a recommender that trains on
+    the CPU whatever the device (FM: LightFM).
+
     A GPU request on a cluster without GPUs becomes a CPU request with a warning;
     a request larger than any node is refused before the grid starts.
     """

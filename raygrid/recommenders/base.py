@@ -48,6 +48,11 @@ class Recommender(abc.ABC):
     ``"images"`` (the item images, uint8 ``(n_items, H, W, 3)``, for end-to-end
     models such as DVBPR, which check them themselves)."""
 
+    trains_on_device: ClassVar[bool] = True
+    """Whether :meth:`fit` does its arithmetic on ``device``. ``False`` (FM: LightFM
+    trains on the CPU whatever the device) lets a grid run the model's training
+    stage without a GPU share, which a CPU-bound fit would hold idle."""
+
     def __init__(
         self,
         config: Any,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -78,6 +78,7 @@ class FM(Recommender):
         visual: bool = True
 
     config: Config
+    trains_on_device: ClassVar[bool] = False  # LightFM's Cython loop runs on the CPU
 
     def __init__(self, config: Config | None = None, **kwargs: Any) -> None:
         super().__init__(self.Config() if config is None else config, **kwargs)

@@ -9,10 +9,21 @@ from raygrid.pipeline.spec import StageSpec
 
 
 class NodeBuilder(Protocol):
-    """Builds one stage node; ``res`` names the resources entry when it is not the stage's own."""
+    """Builds one stage node; ``res`` names the resources entry when it is not the stage's own.
+
+    ``gpu=False`` marks a stage that does no work on a GPU (numpy metrics, LightFM's
+    CPU training): it takes the entry's CPUs but no GPU share, so a GPU's shares go
+    to stages that use it and the CPU-only ones run beside them.
+    """
 
     def __call__(
-        self, name: str, params: dict[str, Any], inputs: dict[str, StageSpec], *, res: str | None = None
+        self,
+        name: str,
+        params: dict[str, Any],
+        inputs: dict[str, StageSpec],
+        *,
+        res: str | None = None,
+        gpu: bool = True,
     ) -> StageSpec: ...
 
 
@@ -24,8 +35,15 @@ def node_builder(resources: ResourcesConfig | None) -> NodeBuilder:
     """
     resources = resources or ResourcesConfig()
 
-    def node(name: str, params: dict[str, Any], inputs: dict[str, StageSpec], *, res: str | None = None) -> StageSpec:
+    def node(
+        name: str,
+        params: dict[str, Any],
+        inputs: dict[str, StageSpec],
+        *,
+        res: str | None = None,
+        gpu: bool = True,
+    ) -> StageSpec:
         r = resources.for_stage(res or name)
-        return StageSpec(stage=name, params=params, inputs=inputs, cpu=r.cpu, gpu=r.gpu)
+        return StageSpec(stage=name, params=params, inputs=inputs, cpu=r.cpu, gpu=r.gpu if gpu else 0.0)
 
     return node

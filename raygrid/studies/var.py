@@ -241,10 +241,11 @@ def var_trial_graph(
         inputs = {"dataset": dataset, "features": features}
         if patch is not None:
             inputs["patch"] = patch
-        if attack is not None and getattr(RECOMMENDERS.get(section["name"]), "input_kind", "features") == "images":
+        rec_cls = RECOMMENDERS.get(section["name"])
+        if attack is not None and getattr(rec_cls, "input_kind", "features") == "images":
             inputs["attack"] = attack  # end-to-end image models see the attacked images themselves
         params = {"recommender": section, "seed": seed, "k": depth, "block_size": metrics["block_size"]}
-        return node("ranking", params, inputs, res="trial")
+        return node("ranking", params, inputs, res="trial", gpu=getattr(rec_cls, "trains_on_device", True))
 
     extractor = extractor_node(dump("extractor"))
     clean = features_node(extractor)
@@ -284,7 +285,8 @@ def var_trial_graph(
     inputs = {"dataset": dataset, "extractor": extractor, "attack": attack, "features": attacked, "ranking": ranking}
     if "categories" in attack_inputs:
         inputs["categories"] = attack_inputs["categories"]
-    return node("recommender", {"metrics": metrics}, inputs, res="trial")
+    # The evaluation is numpy over the ranking's top lists: the trial's CPUs, no GPU share.
+    return node("recommender", {"metrics": metrics}, inputs, res="trial", gpu=False)
 
 
 def _extractor_section(section: dict[str, Any]) -> dict[str, Any]:

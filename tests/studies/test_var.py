@@ -38,8 +38,19 @@ def test_trials_share_every_product_upstream_of_their_attack(grid):
 def test_resources_reach_the_stage_tasks_but_not_the_keys(grid):
     trial = grid.trials[0]
     graph = var_trial_graph(trial.config, grid.settings.resources)
-    assert graph.gpu == 0.25 and graph.inputs["ranking"].gpu == 0.25 and graph.inputs["attack"].gpu == 0.5
+    assert graph.inputs["ranking"].gpu == 0.25 and graph.inputs["attack"].gpu == 0.5
     assert graph.key == var_trial_graph(trial.config).key
+
+
+def test_gpu_shares_go_only_to_stages_that_work_on_the_gpu(grid):
+    """LightFM trains on the CPU and the evaluation is numpy: neither holds a quarter GPU idle."""
+    resources = grid.settings.resources
+    vbpr = var_trial_graph(grid.trials[0].config, resources)
+    fm_grid = build_grid(tiny_grid_document(recommender={"name": "fm", "epochs": 2}))
+    fm = var_trial_graph(fm_grid.trials[0].config, fm_grid.settings.resources)
+    assert vbpr.inputs["ranking"].gpu == 0.25 and fm.inputs["ranking"].gpu == 0.0
+    assert fm.inputs["ranking"].cpu == vbpr.inputs["ranking"].cpu == resources.trial.cpu
+    assert vbpr.gpu == fm.gpu == 0.0 and vbpr.cpu == resources.trial.cpu  # the evaluation
 
 
 def test_each_shared_product_is_computed_once(outcomes):
