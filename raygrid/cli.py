@@ -91,6 +91,13 @@ def run(
     _print_outcome(outcome)
     if not no_report:
         _report_after_run(outcome)
+    _exit_for(outcome)
+
+
+def _exit_for(outcome: GridOutcome) -> None:
+    """Exit 130 after Ctrl+C (the shell's convention for SIGINT), 1 when a trial failed, else return."""
+    if outcome.interrupted:
+        raise typer.Exit(130)
     if outcome.failed:
         raise typer.Exit(1)
 
@@ -165,8 +172,7 @@ def resume(
     _print_outcome(outcome)
     if not no_report:
         _report_after_run(outcome)
-    if outcome.failed:
-        raise typer.Exit(1)
+    _exit_for(outcome)
 
 
 def _restore_variables(name: str, tracking: str) -> None:
@@ -353,7 +359,9 @@ def _print_outcome(outcome) -> None:
     shown = _raygrid_command()
     folder = outcome.target.artifact_root.parent if outcome.target.artifact_root else None
     tracking = "" if folder is None or folder == Path.cwd() / "mlruns" else f" --tracking {_short_path(folder)}"
-    if outcome.failed:
+    if outcome.interrupted:
+        console.print(f"Stopped by Ctrl+C. Continue the grid: {shown} resume {outcome.grid.name}{tracking}")
+    elif outcome.failed:
         console.print(f"Fix the cause, then re-run the failed trials: {shown} resume {outcome.grid.name}{tracking}")
     if folder is not None:
         console.print(f"Open the results in the MLflow UI: [bold]{shown} ui{tracking}[/bold]  (then http://127.0.0.1:5000)")

@@ -80,6 +80,7 @@ class GridOutcome:
         skipped: Trials not run because their run had already FINISHED (resume).
         seconds: Wall time of the session.
         warnings: Resource adjustments and similar notes.
+        interrupted: Ctrl+C (SIGINT) stopped the session: the running trials ended, the finished ones stand.
     """
 
     grid: GridSpec
@@ -90,6 +91,7 @@ class GridOutcome:
     skipped: list[str] = field(default_factory=list)
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    interrupted: bool = False
 
     @property
     def failed(self) -> list[str]:
@@ -186,10 +188,12 @@ def run_grid(
                     outcome.warnings = ray_state.warnings
                 if broker is None:
                     broker = _Broker(storage_root, grid.settings.retries)
-                results, broker_rows = _run_trials(
-                    grid, rest, runs, graphs, target, storage_root, grid_run_id, ray_state.shape, progress, broker,
-                    done=len(to_run) - len(rest), total=len(to_run),
-                )
+                with _TuneStopMessages() as stop:
+                    results, broker_rows = _run_trials(
+                        grid, rest, runs, graphs, target, storage_root, grid_run_id, ray_state.shape, progress,
+                        broker, done=len(to_run) - len(rest), total=len(to_run),
+                    )
+                outcome.interrupted = stop.interrupted
             outcome.stages = _merge_stage_rows(ledger.rows(), broker_rows)
             _log_significance(tracker, grid, runs, graphs, cache)
             outcome.trials = _final_states(tracker, experiment_id, grid_run_id, grid, to_run, results)
@@ -212,6 +216,38 @@ def run_grid(
     )
     tracker.set_status(grid_run_id, "FAILED" if outcome.failed else "FINISHED")
     return outcome
+
+
+class _TuneStopMessages(logging.Filter):
+    """Puts Tune's Ctrl+C messages in raygrid's terms while a grid's trials run, and notes the interrupt.
+
+    On the first SIGINT Tune starts no more trials and returns (the finished ones
+    stand; a running one may still finish before the driver shuts Ray down); its
+    messages point to ``Tuner.restore``, which a raygrid user never calls: the
+    grid continues with ``raygrid resume``, which the CLI names.
+    """
+
+    LOGGER = "ray.tune.tune"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.interrupted = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith("Stop signal received"):
+            self.interrupted = True
+            record.msg, record.args = (
+                "Stopping the grid: no more trials start, finished ones are kept (Ctrl+C again stops at once)", ()
+            )
+        return not message.startswith(("Experiment has been interrupted", "Training has been interrupted"))
+
+    def __enter__(self) -> _TuneStopMessages:
+        logging.getLogger(self.LOGGER).addFilter(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger(self.LOGGER).removeFilter(self)
 
 
 #: Stages started before any trial asks for them (with their inputs): those most trials share.

@@ -135,6 +135,55 @@ def test_a_killed_driver_resumes_to_one_finished_run_per_grid_point(tmp_path):
     record_row("SIGKILL the driver mid-grid, then raygrid resume", 1, counts, len(grid.trials), seconds)
 
 
+def test_ctrl_c_ends_the_running_trials_keeps_the_finished_ones_and_resume_completes_the_grid(tmp_path):
+    """Ctrl+C in the terminal (SIGINT to the driver's process group): exit 130, the hint names `raygrid resume`."""
+    doc = two_trials("ctrlc")
+    # One trial at a time: when the first has finished, the third has not started (the second,
+    # running, may still finish while the driver winds down).
+    doc["grid"] = {"attack": [{"name": "none"}, {"name": "fgsm", "eps": 4}, {"name": "fgsm", "eps": 8}]}
+    doc["resources"] = {**doc["resources"], "max_concurrent_trials": 1}
+    path = write_grid(tmp_path, doc)
+    grid = load_grid(path)
+    db = tmp_path / "mlruns" / "mlflow.db"
+    env = {**os.environ, "RAY_ADDRESS": "local", "PYTHONPATH": str(REPO), "COLUMNS": "200"}
+    log = tmp_path / "run.log"
+    start = time.perf_counter()
+    with log.open("w") as out:
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "raygrid.cli", "run", "--no-report", str(path)],
+            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    family: set[int] = set()
+    try:
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline and driver.poll() is None:
+            family.update(descendants(driver.pid))
+            states = run_statuses(db)
+            if "FINISHED" in states.values() and len(states) == len(grid.trials):
+                break
+            time.sleep(0.1)
+        assert driver.poll() is None, "the grid ended before Ctrl+C"
+        os.killpg(driver.pid, signal.SIGINT)  # what the terminal sends to the foreground group
+        assert driver.wait(timeout=90) == 130
+    finally:
+        _reap(driver, family)
+    text = log.read_text()
+    assert "Stopped by Ctrl+C. Continue the grid:" in text and "resume ctrlc" in text
+    assert "Tuner.restore" not in text and "Fix the cause" not in text
+    finished = {n for n, s in run_statuses(db).items() if s == "FINISHED"}
+    assert "none" in finished and "fgsm_eps8" not in finished
+
+    resumed = resume_grid("ctrlc", base=tmp_path)
+    assert resumed.failed == [] and not resumed.interrupted
+    assert set(resumed.skipped) == finished
+    tracker, _, _ = session_runs("mlruns", "ctrlc", tmp_path)
+    counts = audit(tracker, "ctrlc", [t.name for t in grid.trials], StageCache(tmp_path / ".raygrid"))
+    assert counts["finished"] == len(grid.trials)
+    assert (counts["duplicated"], counts["lost"], counts["split"], counts["corrupted"]) == (0, 0, 0, 0)
+    record_row("Ctrl+C (SIGINT to the driver's process group) after the first trial finished, then `raygrid resume`",
+               1, counts, len(grid.trials), time.perf_counter() - start)
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as fh:
