@@ -200,18 +200,71 @@ def build_benchmark_grid(args: argparse.Namespace, storage: Path, tracking: Path
     return grid
 
 
-def run_benchmark_grid(args: argparse.Namespace, workdir: Path) -> tuple[str, str, float]:
-    """Run the grid in ``workdir`` (fresh cache and store); returns (storage root, tracking folder, seconds)."""
+#: Each grid session of a ``--workdir``: start, wall seconds, whether the time limit stopped it.
+SESSIONS_FILE = "grid_scale_sessions.json"
+
+
+def run_benchmark_grid(args: argparse.Namespace, workdir: Path) -> tuple[str, str, float, bool]:
+    """Run (``--resume``: continue) the grid in ``workdir``; returns (storage root, tracking folder, seconds, stopped).
+
+    With ``--time-limit`` the grid is stopped as Ctrl+C stops it (Tune ends the
+    running trials, finished ones stay finished) once that many seconds have
+    passed, so that a command under a hard limit still reports what it did; a
+    later ``--resume`` runs the rest from the stage cache. Each session is
+    appended to ``workdir``'s :data:`SESSIONS_FILE`.
+    """
+    import signal
+    import threading
+
     from raygrid.grid.runner import run_grid
 
     storage, tracking = workdir / ".raygrid", workdir / "mlruns"
     grid = build_benchmark_grid(args, storage, tracking)
+    fired = threading.Event()
+
+    def stop() -> None:
+        fired.set()
+        log.warning("time limit of %.0f s reached: stopping the grid (resume it with --resume)", args.time_limit)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    timer = threading.Timer(args.time_limit, stop) if args.time_limit else None
+    started = time.strftime("%Y-%m-%d %H:%M:%S")
     start = time.perf_counter()
-    outcome = run_grid(grid, base=workdir)
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
+    try:
+        outcome = run_grid(grid, base=workdir, resume=args.resume)
+        if outcome.failed:
+            log.warning("%d trials did not finish: %s", len(outcome.failed), ", ".join(outcome.failed[:5]))
+    except KeyboardInterrupt:
+        if not fired.is_set():
+            raise
+        log.warning("the grid stopped before its trials ran (the limit came before Tune started)")
+    finally:
+        if timer is not None:
+            timer.cancel()
     seconds = time.perf_counter() - start
-    if outcome.failed:
-        log.warning("%d trials failed: %s", len(outcome.failed), ", ".join(outcome.failed[:5]))
-    return str(storage), str(tracking), seconds
+    sessions_path = workdir / SESSIONS_FILE
+    sessions = json.loads(sessions_path.read_text()) if sessions_path.is_file() else []
+    sessions.append({"started": started, "seconds": seconds, "stopped_at_limit": fired.is_set()})
+    sessions_path.write_text(json.dumps(sessions, indent=1))
+    return str(storage), str(tracking), seconds, fired.is_set()
+
+
+def sessions_report(workdir: Path) -> list[str]:
+    """Markdown lines summing the grid sessions of ``workdir`` (a grid split by ``--time-limit``)."""
+    sessions = json.loads((workdir / SESSIONS_FILE).read_text())
+    if len(sessions) < 2:
+        return []
+    total = sum(row["seconds"] for row in sessions)
+    parts = " + ".join(f"{row['seconds']:.1f}" for row in sessions)
+    return [
+        "",
+        f"the grid ran in {len(sessions)} sessions: {parts} = **{total:.1f} s** in all (each session's own start "
+        "included, and the stages in flight when a session was stopped were computed again in the next: "
+        "an upper bound on one uninterrupted run)",
+    ]
 
 
 def session_record(storage_root: str, tracking: str, name: str | None = None) -> dict[str, Any]:
@@ -396,8 +449,10 @@ def run_kernels(args: argparse.Namespace, peak: Peak, device_label: str) -> list
     on_gpu = device.startswith("cuda")
     rows: list[tuple[str, float, str, float, str]] = []  # kernel, measured, unit, bound, limit
 
-    def images_row(kernel: str, seconds: float, flops_per_image: float, peak_flops: float, precision: str) -> None:
-        rate = n / seconds
+    def images_row(
+        kernel: str, seconds: float, flops_per_image: float, peak_flops: float, precision: str, count: int = n
+    ) -> None:
+        rate = count / seconds
         rows.append((kernel, rate, "images/s", peak_flops / flops_per_image, f"{precision} matrix peak, {flops_per_image / 1e9:.2f} GFLOP/image"))
 
     seconds = _best(lambda: extract(model, images, device=device, batch_size=args.batch), device, args.repeats)
@@ -406,15 +461,23 @@ def run_kernels(args: argparse.Namespace, peak: Peak, device_label: str) -> list
     labels = np.zeros(n, dtype=np.int64)
     selector = OutputSelector(model, index=1)
     pgd = PGD(PGD.Config(eps=8, steps=10))
-    seconds = _best(lambda: attack_images(pgd, selector, images, labels, device=device, batch_size=args.batch), device, 1)
+    na, nc = args.attack_images, args.cw_images
+
+    def attack(method: Any, count: int) -> None:
+        attack_images(method, selector, images[:count], labels[:count], device=device, batch_size=args.batch)
+
+    attack(pgd, min(na, args.batch))  # warm-up: one batch (kernel choice, allocator)
+    _sync(device)
+    seconds = _best(lambda: attack(pgd, na), device, 1, warmup=False)
     # 10 forward + backward passes (3x a forward) and the final judging forward.
-    images_row("PGD eps 8, 10 steps", seconds, flops * (10 * 3 + 1), peak.tf32 if on_gpu else peak.fp32, "tf32" if on_gpu else "fp32")
+    images_row(f"PGD eps 8, 10 steps ({na} images)", seconds, flops * (10 * 3 + 1), peak.tf32 if on_gpu else peak.fp32,
+               "tf32" if on_gpu else "fp32", na)
 
     cw = CW(CW.Config(steps=args.cw_steps, abort_early=False))
-    seconds = _best(lambda: attack_images(cw, selector, images, labels, device=device, batch_size=args.batch), device, 1, warmup=False)
+    seconds = _best(lambda: attack(cw, nc), device, 1, warmup=False)
     images_row(
-        f"C&W L2, 5 x {args.cw_steps} steps", seconds, flops * 5 * args.cw_steps * 3, peak.tf32 if on_gpu else peak.fp32,
-        "tf32" if on_gpu else "fp32",
+        f"C&W L2, 5 x {args.cw_steps} steps ({nc} images)", seconds, flops * 5 * args.cw_steps * 3,
+        peak.tf32 if on_gpu else peak.fp32, "tf32" if on_gpu else "fp32", nc,
     )
 
     # VBPR on the size's counts with the network's feature width, random interactions.
@@ -480,10 +543,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--trials-per-gpu", type=int, default=4)
     parser.add_argument("--workdir", type=Path, default=None, help="folder for the grid's cache and MLflow store (default: a new temporary one)")
     parser.add_argument("--analyse", nargs=2, metavar=("STORAGE_ROOT", "TRACKING"), help="report a grid that already ran; runs none")
+    parser.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                        help="stop the grid gracefully after this long (exit 3); --resume continues it")
+    parser.add_argument("--resume", action="store_true", help="continue the grid in --workdir (its unfinished trials)")
     parser.add_argument("--skip-grid", action="store_true")
     parser.add_argument("--skip-kernels", action="store_true")
     parser.add_argument("--kernel-images", type=int, default=None, help="images per kernel (default 16 on CPU, 2048 on GPU)")
     parser.add_argument("--batch", type=int, default=None, help="images per batch (default: extract's choice, 128 for attacks)")
+    parser.add_argument("--attack-images", type=int, default=None, help="images PGD attacks (default: 16 on CPU, 512 on GPU)")
+    parser.add_argument("--cw-images", type=int, default=None, help="images C&W attacks (default: 16 on CPU, 128 on GPU)")
     parser.add_argument("--cw-steps", type=int, default=None, help="C&W steps per binary-search step (default 5 on CPU, 100 on GPU)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads for the kernels (0: torch's default)")
@@ -501,6 +569,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: grid file {args.grid} not found", file=sys.stderr)
         return 2
     args.kernel_images = args.kernel_images or (2048 if on_gpu else 16)
+    # The attacks' rates need fewer images than extraction's: C&W on 2,048 images would be 10^6 passes.
+    args.attack_images = min(args.attack_images or (512 if on_gpu else 16), args.kernel_images)
+    args.cw_images = min(args.cw_images or (128 if on_gpu else 16), args.kernel_images)
+    if args.resume and args.workdir is None:
+        print("error: --resume needs the --workdir of the grid to continue", file=sys.stderr)
+        return 2
+    if args.time_limit is not None and args.time_limit <= 0:
+        print(f"error: --time-limit must be positive, got {args.time_limit:g}", file=sys.stderr)
+        return 2
     args.cw_steps = args.cw_steps or (100 if on_gpu else 5)
     args.batch = args.batch or (256 if on_gpu else 16)
     cpus = os.cpu_count() or 1
@@ -517,11 +594,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             cleanup = tempfile.TemporaryDirectory(prefix="grid_scale-")
             workdir = Path(cleanup.name)
         try:
-            storage, tracking, seconds = run_benchmark_grid(args, workdir)
-            record = session_record(storage, tracking)
+            storage, tracking, seconds, stopped = run_benchmark_grid(args, workdir)
             print(f"\nrun_grid returned after {seconds:.1f} s; load average {os.getloadavg()[0]:.2f}")
-            print("\n".join(overhead_report(record, cpus)))
-            status = 1 if any(row.get("status") != "FINISHED" for row in record["trials"]) else 0
+            try:
+                record = session_record(storage, tracking)
+            except Exception as exc:  # a session stopped before it logged its tables
+                print(f"no session tables to analyse ({type(exc).__name__}: {exc})")
+                record = None
+            if record is not None:
+                print("\n".join(overhead_report(record, cpus)))
+            print("\n".join(sessions_report(workdir)))
+            unfinished = record is None or any(row.get("status") != "FINISHED" for row in record["trials"])
+            if stopped:
+                print(f"\nstopped at the time limit ({args.time_limit:.0f} s): continue with the same flags and --resume")
+            status = 3 if stopped else 1 if unfinished else 0
         finally:
             if cleanup is not None:
                 cleanup.cleanup()
