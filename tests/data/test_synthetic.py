@@ -179,6 +179,17 @@ def test_the_style_weight_moves_popularity_only(monkeypatch: pytest.MonkeyPatch)
     np.testing.assert_allclose(np.bincount(plain.labels, weights=plain.popularity), 1.0)
 
 
+def test_images_do_not_depend_on_threads_or_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same catalogue and seed draw the same pixels on a laptop and on a 16-core GPU machine."""
+    catalogue = synthetic.draw_catalogue(40, np.random.default_rng(3))
+    reference = synthetic.render_images(catalogue, 24, np.random.default_rng(4), threads=1)
+    monkeypatch.setattr(synthetic, "_RENDER_CHUNK", 7)  # chunks that split the catalogue unevenly
+    assert np.array_equal(synthetic.render_images(catalogue, 24, np.random.default_rng(4), threads=3), reference)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # a Ray task's CPU count
+    assert synthetic.render_threads() == 2
+    assert np.array_equal(synthetic.render_images(catalogue, 24, np.random.default_rng(4)), reference)
+
+
 def test_registered_source_loads_the_generated_dataset(tiny: Dataset) -> None:
     config = SyntheticData.Config(size="tiny", seed=0)
     loaded = DATASETS.build(config).load()
