@@ -151,6 +151,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--python-version", default="3.12", help="the target's Python, e.g. 3.12")
     parser.add_argument("--have", type=Path, default=None, help="file of packages the target already has (pip freeze lines or names)")
+    parser.add_argument("--include", action="append", default=None, metavar="NAME",
+                        help="pack this installed package even if the target has it (repeatable; default: "
+                             "typing-extensions, which pydantic needs at 4.16 or newer, whatever the image holds)")
     parser.add_argument("--out", type=Path, default=Path(".bundle/site.tar.xz"))
     parser.add_argument("--list", action="store_true", help="print the packages and stop")
     args = parser.parse_args(argv)
@@ -159,6 +162,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     have = read_have(args.have) if args.have else set()
     packages = closure("raygrid", args.python_version, have)
+    for name in args.include if args.include is not None else ["typing-extensions"]:
+        try:
+            packages[canonical(name)] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            print(f"error: --include {name}: not installed in {sys.prefix}", file=sys.stderr)
+            return 2
     print(f"{len(packages)} packages for Python {args.python_version}: "
           + " ".join(f"{n}=={v}" for n, v in sorted(packages.items())))
     if args.list:

@@ -42,3 +42,12 @@ def test_packages_the_image_has_are_left_out_with_their_requirements(bundle, tmp
 def test_a_missing_have_file_is_one_line_and_exit_2(bundle, tmp_path, capsys):
     assert bundle.main(["--have", str(tmp_path / "nope.txt"), "--list"]) == 2
     assert "--have file" in capsys.readouterr().err
+
+
+def test_included_packages_are_packed_even_when_the_image_has_them(bundle, tmp_path, capsys):
+    have = tmp_path / "have.txt"
+    have.write_text("typing-extensions\n")
+    assert bundle.main(["--have", str(have), "--list"]) == 0
+    assert "typing-extensions==" in capsys.readouterr().out  # the default --include
+    assert bundle.main(["--have", str(have), "--list", "--include", "no-such-package"]) == 2
+    assert "--include no-such-package: not installed" in capsys.readouterr().err
