@@ -245,8 +245,47 @@ def aip_trial_graph(
         "seed": seed,
     }
     if name in HOOK_ATTACKS:
-        eval_params["hook_ceiling"] = True
+        # The ceiling depends on the platform, not on the attack: one per ranker and catalogue, shared.
+        ceiling_inputs: dict[str, StageSpec] = {
+            "dataset": dataset, "split": split, "candidates": candidates, "ranker": platform,
+        }
+        if not end_to_end:
+            ceiling_inputs["features"] = platform.inputs["features"]
+        ceiling_params = {
+            "defense": defense if defend_all else {"name": "none"},
+            "cutoffs": eval_params["cutoffs"], "block_size": eval_params["block_size"],
+        }
+        eval_inputs["hook_ceiling"] = node("aip_hook_ceiling", ceiling_params, ceiling_inputs, res="trial")
     return node("aip_evaluate", eval_params, eval_inputs, res="trial")
+
+
+@dataclass(frozen=True)
+class HookCeiling:
+    """What a perfect EXPA or c-SEMA would reach on a platform.
+
+    Attributes:
+        metrics: ``hook_hr_N``: the mean HR@N of the cold items when each carries the
+            hook item's own content as the platform sees it (its features, or its
+            image for an end-to-end ranker).
+    """
+
+    metrics: dict[str, float]
+
+
+def _swapped(base: Any, cold: np.ndarray, rows: np.ndarray) -> Callable[[], np.ndarray]:
+    """The catalogue ``base`` with the cold items' rows replaced by ``rows``, built when called.
+
+    At the paper's scale a catalogue's features are gigabytes (326k x 2048 float32:
+    2.7 GB); building each version when its scoring pass starts keeps one copy
+    alive, not two.
+    """
+
+    def build() -> np.ndarray:
+        content = np.array(base)
+        content[cold] = rows
+        return content
+
+    return build
 
 
 # --------------------------------------------------------------------------- the stages
@@ -484,7 +523,38 @@ def attack_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: StageConte
     return ColdAttack(items=items, images=adversarial, metrics=metrics, info=info, preview_png=buffer.getvalue())
 
 
-@stage("aip_evaluate", version=1)
+@stage("aip_hook_ceiling", version=1)
+def aip_hook_ceiling_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: StageContext) -> HookCeiling:
+    """HR@N of the cold items given the hook item's exact content: EXPA's and c-SEMA's ceiling.
+
+    Computed once per platform (ranker, catalogue, defense of the whole catalogue)
+    and shared by every hook attack's trial on it.
+    """
+    from raygrid.defenses.base import build_defense
+    from raygrid.metrics.coldstart import injected_hit_ratio
+
+    dataset: Dataset = inputs["dataset"]
+    split: ColdSplit = inputs["split"]
+    cands: Candidates = inputs["candidates"]
+    recommender = inputs["ranker"].recommender
+    move_recommender(recommender, ctx.device)
+    if getattr(recommender, "input_kind", "features") == "images":
+        base = dataset.images
+        if params["defense"]["name"] != "none":
+            base = build_defense(params["defense"])(np.asarray(base))
+    else:
+        base = inputs["features"].features
+    cold = split.cold_items
+    cutoffs = tuple(int(k) for k in params["cutoffs"])
+    hook_rows = np.repeat(np.asarray(base[split.hook_item])[None], cold.size, axis=0)
+    ceiling = injected_hit_ratio(
+        recommender, cands.users, cands.items, cands.test_items, cold, _swapped(base, cold, hook_rows),
+        cutoffs=cutoffs, block_size=params["block_size"],
+    )
+    return HookCeiling({f"hook_hr_{k}": float(ceiling[k].mean()) for k in cutoffs})
+
+
+@stage("aip_evaluate", version=2)
 def evaluate_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: StageContext) -> TrialOutcome:
     """Two-stage evaluation of cooperative against adversarial cold items (paper, sections 3.3, 5.2, 5.3).
 
@@ -492,11 +562,14 @@ def evaluate_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: StageCon
     candidates, their test item and the cold item (cooperative, then adversarial):
     ``1 + C + 1`` items. The defense transforms both versions of the cold item's
     image before feature extraction, so the comparison stays paired.
+
+    Version 2: the hook attacks' ceiling comes from the shared ``aip_hook_ceiling``
+    stage instead of being scored again in every such trial.
     """
     from raygrid.attacks.storage import image_archive
     from raygrid.defenses.base import build_defense
     from raygrid.extractors.extract import extract
-    from raygrid.metrics.coldstart import injected_hit_ratio, two_stage_evaluation
+    from raygrid.metrics.coldstart import two_stage_evaluation
     from raygrid.metrics.significance import paired_tests
 
     dataset: Dataset = inputs["dataset"]
@@ -525,24 +598,10 @@ def evaluate_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: StageCon
         coop_rows = extract(model, coop_images, device=ctx.device)[0]
         adv_rows = extract(model, adv_images, device=ctx.device)[0]
 
-    def catalogue(rows: np.ndarray) -> Callable[[], np.ndarray]:
-        """The base content with the cold items' rows swapped in, built when its scoring pass starts.
-
-        At the paper's scale a catalogue's features are gigabytes (326k x 2048 float32:
-        2.7 GB); building each version on demand keeps one copy alive, not two.
-        """
-
-        def build() -> np.ndarray:
-            content = np.array(base)
-            content[cold] = rows
-            return content
-
-        return build
-
     start = time.perf_counter()
     result = two_stage_evaluation(
-        recommender, cands.users, cands.items, cands.test_items, cold, catalogue(coop_rows), catalogue(adv_rows),
-        cutoffs=cutoffs, block_size=params["block_size"],
+        recommender, cands.users, cands.items, cands.test_items, cold, _swapped(base, cold, coop_rows),
+        _swapped(base, cold, adv_rows), cutoffs=cutoffs, block_size=params["block_size"],
     )
     eval_seconds = time.perf_counter() - start
 
@@ -560,15 +619,8 @@ def evaluate_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: StageCon
         metrics[f"availability_hr_{k}_adversarial"] = float(a_adv.mean())
         metrics[f"delta_availability_hr_{k}"] = float(a_adv.mean() - a_coop.mean())
         metrics[f"ttest_p_availability_hr_{k}"] = paired_tests(a_adv, a_coop).t_pvalue
-    if params.get("hook_ceiling"):
-        # What a perfect EXPA would reach: every cold item given the hook item's own content
-        # as the platform sees it (its features, or its image for an end-to-end ranker).
-        hook_rows = np.repeat(np.asarray(base[split.hook_item])[None], cold.size, axis=0)
-        ceiling = injected_hit_ratio(
-            recommender, cands.users, cands.items, cands.test_items, cold, catalogue(hook_rows),
-            cutoffs=cutoffs, block_size=params["block_size"],
-        )
-        metrics.update({f"hook_hr_{k}": float(ceiling[k].mean()) for k in cutoffs})
+    if "hook_ceiling" in inputs:
+        metrics.update(inputs["hook_ceiling"].metrics)
     metrics["prediction_shift"] = float(result.shift.mean())
     metrics["prediction_shift_abs"] = abs(metrics["prediction_shift"])
     metrics["ttest_p_prediction_shift"] = paired_tests(result.mean_score_adv, result.mean_score_coop).t_pvalue
