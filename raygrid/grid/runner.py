@@ -80,7 +80,7 @@ class GridOutcome:
         skipped: Trials not run because their run had already FINISHED (resume).
         seconds: Wall time of the session.
         warnings: Resource adjustments and similar notes.
-        interrupted: Ctrl+C (SIGINT) stopped the session: the running trials ended, the finished ones stand.
+        interrupted: Ctrl+C (SIGINT) stopped the session: no more trials started, the finished ones stand.
     """
 
     grid: GridSpec

@@ -146,6 +146,19 @@ class ColdAttack:
     preview_png: bytes = b""
 
 
+@dataclass(frozen=True)
+class HookCeiling:
+    """What a perfect EXPA or c-SEMA would reach on a platform.
+
+    Attributes:
+        metrics: ``hook_hr_N``: the mean HR@N of the cold items when each carries the
+            hook item's own content as the platform sees it (its features, or its
+            image for an end-to-end ranker).
+    """
+
+    metrics: dict[str, float]
+
+
 # --------------------------------------------------------------------------- the graph
 
 
@@ -259,17 +272,7 @@ def aip_trial_graph(
     return node("aip_evaluate", eval_params, eval_inputs, res="trial")
 
 
-@dataclass(frozen=True)
-class HookCeiling:
-    """What a perfect EXPA or c-SEMA would reach on a platform.
-
-    Attributes:
-        metrics: ``hook_hr_N``: the mean HR@N of the cold items when each carries the
-            hook item's own content as the platform sees it (its features, or its
-            image for an end-to-end ranker).
-    """
-
-    metrics: dict[str, float]
+# --------------------------------------------------------------------------- the stages
 
 
 def _swapped(base: Any, cold: np.ndarray, rows: np.ndarray) -> Callable[[], np.ndarray]:
@@ -286,9 +289,6 @@ def _swapped(base: Any, cold: np.ndarray, rows: np.ndarray) -> Callable[[], np.n
         return content
 
     return build
-
-
-# --------------------------------------------------------------------------- the stages
 
 
 @stage("aip_cold", version=1)
@@ -524,7 +524,7 @@ def attack_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: StageConte
 
 
 @stage("aip_hook_ceiling", version=1)
-def aip_hook_ceiling_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: StageContext) -> HookCeiling:
+def hook_ceiling_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: StageContext) -> HookCeiling:
     """HR@N of the cold items given the hook item's exact content: EXPA's and c-SEMA's ceiling.
 
     Computed once per platform (ranker, catalogue, defense of the whole catalogue)

@@ -97,13 +97,7 @@ def test_a_killed_driver_resumes_to_one_finished_run_per_grid_point(tmp_path):
     family: set[int] = set()
     try:
         # Kill the driver once the first trial has finished and the others have not.
-        deadline = time.monotonic() + 150
-        while time.monotonic() < deadline and driver.poll() is None:
-            family.update(descendants(driver.pid))
-            states = run_statuses(db)
-            if "FINISHED" in states.values() and len(states) == len(grid.trials):
-                break
-            time.sleep(0.1)
+        _wait_for_a_finished_trial(driver, db, len(grid.trials), family)
         assert driver.poll() is None, "the grid ended before the driver could be killed"
         states_at_kill = run_statuses(db)
         family.update(descendants(driver.pid))
@@ -155,13 +149,7 @@ def test_ctrl_c_ends_the_running_trials_keeps_the_finished_ones_and_resume_compl
         )
     family: set[int] = set()
     try:
-        deadline = time.monotonic() + 150
-        while time.monotonic() < deadline and driver.poll() is None:
-            family.update(descendants(driver.pid))
-            states = run_statuses(db)
-            if "FINISHED" in states.values() and len(states) == len(grid.trials):
-                break
-            time.sleep(0.1)
+        _wait_for_a_finished_trial(driver, db, len(grid.trials), family)
         assert driver.poll() is None, "the grid ended before Ctrl+C"
         os.killpg(driver.pid, signal.SIGINT)  # what the terminal sends to the foreground group
         assert driver.wait(timeout=90) == 130
@@ -182,6 +170,17 @@ def test_ctrl_c_ends_the_running_trials_keeps_the_finished_ones_and_resume_compl
     assert (counts["duplicated"], counts["lost"], counts["split"], counts["corrupted"]) == (0, 0, 0, 0)
     record_row("Ctrl+C (SIGINT to the driver's process group) after the first trial finished, then `raygrid resume`",
                1, counts, len(grid.trials), time.perf_counter() - start)
+
+
+def _wait_for_a_finished_trial(driver: subprocess.Popen, db: Path, trials: int, family: set[int]) -> None:
+    """Wait (at most 150 s) until a trial run has FINISHED and every trial has its run; collect the driver's processes."""
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline and driver.poll() is None:
+        family.update(descendants(driver.pid))
+        states = run_statuses(db)
+        if "FINISHED" in states.values() and len(states) == trials:
+            return
+        time.sleep(0.1)
 
 
 def _alive(pid: int) -> bool:
