@@ -209,9 +209,8 @@ SESSIONS_FILE = "grid_scale_sessions.json"
 def run_benchmark_grid(args: argparse.Namespace, workdir: Path) -> tuple[str, str, float, bool]:
     """Run (``--resume``: continue) the grid in ``workdir``; returns (storage root, tracking folder, seconds, stopped).
 
-    With ``--time-limit`` the grid is stopped as Ctrl+C stops it (Tune ends the
-    running trials, finished ones stay finished) once that many seconds have
-    passed, so that a command under a hard limit still reports what it did; a
+    With ``--time-limit`` the grid is stopped as Ctrl+C stops it (no more trials
+    start, finished ones stay finished) once that many seconds have passed, so that a command under a hard limit still reports what it did; a
     later ``--resume`` runs the rest from the stage cache. Each session is
     appended to ``workdir``'s :data:`SESSIONS_FILE`.
     """
@@ -614,7 +613,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"\nrun_grid returned after {seconds:.1f} s; load average {os.getloadavg()[0]:.2f}")
             try:
                 record = session_record(storage, tracking)
-            except Exception as exc:  # a session stopped before it logged its tables
+            except (Exception, SystemExit) as exc:  # a session stopped before it logged its tables
                 print(f"no session tables to analyse ({type(exc).__name__}: {exc})")
                 record = None
             if record is not None:
