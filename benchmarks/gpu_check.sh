@@ -7,10 +7,12 @@
 # Then on the GPU machine, in the repository root, with .bundle/ copied there:
 #   bash benchmarks/gpu_check.sh [GRID_SECONDS]
 #       the 54-trial VAR grid (medium, ResNet50 at 224 px) from an empty cache, stopped
-#       gracefully after GRID_SECONDS (default 520; the stop itself takes about 20 s)
+#       gracefully after GRID_SECONDS (default 480; the stop itself takes about 20 s)
 #   bash benchmarks/gpu_check.sh kernels [RESUME_SECONDS]
-#       the kernels (about 3 minutes); then, if the grid was stopped, it continues for
-#       at most RESUME_SECONDS (default 0: not at all). Same machine: the grid lives in /tmp.
+#       the kernels (about 2 minutes, at most 4); then, if the grid was stopped, it continues
+#       for at most RESUME_SECONDS (default 0: not at all). Same machine: the grid lives in /tmp.
+# A lease of 15 device minutes holds the machine's start (1 to 2 minutes), the first command
+# (about 8.5 minutes) and the kernels: no time is left to resume the grid in the same lease.
 # Markdown goes to $OUT (default /tmp/gpu_check): gpu.txt, grid.md, kernels.md, grid-resume.md.
 # Exit: 0 done, 3 the grid was stopped at its limit, 2 setup failed, else the failing step's code.
 # GPU_CHECK_FLAGS replaces the benchmark's flags, e.g. "--device cpu --size tiny" for a dry run on a CPU.
@@ -48,12 +50,12 @@ if [[ "$mode" == grid ]]; then
       "$python" -c "import sys, torch, ray, mlflow; print(sys.version.split()[0], 'torch', torch.__version__, 'ray', ray.__version__, 'mlflow', mlflow.__version__)"
       echo "CPUs: $(nproc)"; free -g | head -2; date -u; } > "$out/gpu.txt" 2>&1
     rm -rf "$work"
-    "$python" benchmarks/grid_scale.py "${flags[@]}" --skip-kernels --workdir "$work" --time-limit "${1:-520}" \
+    "$python" benchmarks/grid_scale.py "${flags[@]}" --skip-kernels --workdir "$work" --time-limit "${1:-480}" \
         2>&1 | tee "$out/grid.md"
     exit "${PIPESTATUS[0]}"
 fi
 
-timeout 300 "$python" benchmarks/grid_scale.py "${flags[@]}" --skip-grid 2>&1 | tee "$out/kernels.md"
+timeout 240 "$python" benchmarks/grid_scale.py "${flags[@]}" --skip-grid 2>&1 | tee "$out/kernels.md"
 status=${PIPESTATUS[0]}
 resume_seconds=${1:-0}
 last_stopped() {  # did the grid's last session stop at its time limit?
