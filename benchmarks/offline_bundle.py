@@ -120,7 +120,8 @@ def _pip(args: Sequence[str]) -> None:
     result = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True)
     if result.returncode != 0:
         lines = [line for line in (result.stderr or result.stdout).splitlines() if line.strip()]
-        raise SystemExit(f"error: pip {args[0]} failed: {lines[-1] if lines else result.returncode}")
+        errors = [line for line in lines if line.startswith("ERROR")] or lines  # not pip's index warnings
+        raise SystemExit(f"error: pip {args[0]} failed: {errors[-1] if errors else result.returncode}")
 
 
 def build(packages: dict[str, str], python_version: str, out: Path) -> int:
@@ -139,9 +140,13 @@ def build(packages: dict[str, str], python_version: str, out: Path) -> int:
         (site / "RAYGRID_BUNDLE.txt").write_text("".join(f"{pin}\n" for pin in pins))
         out.parent.mkdir(parents=True, exist_ok=True)
         partial = out.with_name(out.name + ".partial")
-        with tarfile.open(partial, "w:xz", preset=6) as archive:
-            for path in sorted(site.iterdir()):
-                archive.add(path, arcname=path.name)
+        try:
+            with tarfile.open(partial, "w:xz", preset=6) as archive:
+                for path in sorted(site.iterdir()):
+                    archive.add(path, arcname=path.name)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
         partial.replace(out)  # never a half-written archive under the final name
     return out.stat().st_size
 
