@@ -245,7 +245,7 @@ def var_trial_graph(
         if attack is not None and getattr(rec_cls, "input_kind", "features") == "images":
             inputs["attack"] = attack  # end-to-end image models see the attacked images themselves
         params = {"recommender": section, "seed": seed, "k": depth, "block_size": metrics["block_size"]}
-        return node("ranking", params, inputs, res="trial", gpu=getattr(rec_cls, "trains_on_device", True))
+        return node("ranking", params, inputs, res="trial", gpu=rec_cls.trains_on_device)
 
     extractor = extractor_node(dump("extractor"))
     clean = features_node(extractor)
