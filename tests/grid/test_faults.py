@@ -47,7 +47,11 @@ def two_trials(name: str) -> dict:
 
 def test_a_killed_trial_process_and_a_killed_stage_worker_are_retried_in_the_same_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    grid = load_grid(write_grid(tmp_path, two_trials("workerkill")))
+    doc = two_trials("workerkill")
+    # Rankings of about 2 s each: at 3 epochs one lasted a fraction of a second and the killer,
+    # polling every 50 ms, could miss both (seen once in four runs of the suite).
+    doc["recommender"] = {**doc["recommender"], "epochs": 500}
+    grid = load_grid(write_grid(tmp_path, doc))
     db = tmp_path / "mlruns" / "mlflow.db"
     # Once a trial is RUNNING, kill one trial coordinator (Tune retries the trial) and the
     # worker training a recommender (Ray retries the stage task).
