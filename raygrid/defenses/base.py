@@ -11,6 +11,7 @@ a merchant uploads. Defenses are built from configs through the registry::
 
 from __future__ import annotations
 
+import tempfile
 from abc import ABC, abstractmethod
 from typing import Any, Literal
 
@@ -89,6 +90,41 @@ class Defense(Configured, ABC):
         return f"{type(self).__name__}({fields})"
 
 
+#: Catalogues larger than this are defended into a temporary file, memory-mapped, not into memory.
+SPILL_BYTES = 1 << 30
+
+
+def defend_catalogue(defense: Defense, images: Any, *, batch: int = 1024, spill_bytes: int | None = None) -> np.ndarray:
+    """Every image of a catalogue through ``defense``, ``batch`` images at a time.
+
+    Defenses transform each image on its own, so the result equals
+    ``defense(images)``. Read batch by batch, a memory-mapped catalogue is never
+    copied into memory whole; a result larger than ``spill_bytes`` is written to an
+    anonymous temporary file (``tempfile``'s directory, removed when the array is
+    dropped) and returned memory-mapped, so that at the AIP study's scale
+    (326k images at 224 px: 49 GB) the defended catalogue lives in the page cache,
+    which the kernel can evict, not in a process's private memory.
+
+    Args:
+        defense: The defense to apply.
+        images: ``uint8`` ``(N, H, W, 3)`` array or memory map; not modified.
+        batch: Images transformed at once.
+        spill_bytes: Size above which the result goes to a temporary file
+            (``None``: :data:`SPILL_BYTES`).
+    """
+    spill_bytes = SPILL_BYTES if spill_bytes is None else spill_bytes
+    shape = tuple(images.shape)
+    nbytes = int(np.prod(shape))
+    if nbytes > spill_bytes:
+        with tempfile.TemporaryFile(prefix="raygrid-defended-") as handle:
+            out = np.memmap(handle, dtype=np.uint8, mode="w+", shape=shape)  # the map outlives the handle
+    else:
+        out = np.empty(shape, dtype=np.uint8)
+    for start in range(0, shape[0], batch):
+        out[start : start + batch] = defense(np.ascontiguousarray(images[start : start + batch]))
+    return out
+
+
 def build_defense(config: dict[str, Any]) -> Defense:
     """The registered defense of a config dump (``{"name": "jpeg", "quality": 50, ...}``), validated."""
     from raygrid.registry import DEFENSES
@@ -97,4 +133,4 @@ def build_defense(config: dict[str, Any]) -> Defense:
     return DEFENSES.build(cls.Config.model_validate(config))
 
 
-__all__ = ["ApplyTo", "Defense", "DefenseConfig", "build_defense"]
+__all__ = ["ApplyTo", "Defense", "DefenseConfig", "build_defense", "defend_catalogue"]

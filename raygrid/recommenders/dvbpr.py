@@ -17,6 +17,9 @@ logger = logging.getLogger(__name__)
 _INIT_STD = 0.01
 """Standard deviation of the normal initialisation of the user embeddings."""
 
+DEVICE_COPY_BYTES = 2 << 30
+"""On a GPU, a catalogue up to this size is copied to the device once for training; a larger one is read per step."""
+
 
 class _DVBPRParameters(torch.nn.Module):
     """User content embeddings ``theta_u`` and the image network ``Phi`` (storage only)."""
@@ -45,6 +48,15 @@ class DVBPR(PairwiseRecommender):
     scores with respect to pixels (INSA-style attacks). Dropout is active only
     while training; scores are computed in evaluation mode (the AIP code left
     dropout on at evaluation).
+
+    The images stay where the caller keeps them (a memory map, or a
+    :class:`~raygrid.data.patched.PatchedRows` view with some items swapped):
+    each training step reads its triples' images and each scoring pass reads the
+    catalogue ``score_batch`` images at a time, moving only those to the device
+    (on a GPU, a catalogue of at most :data:`DEVICE_COPY_BYTES` is copied there
+    once for training instead). At the AIP study's scale (326k items at 224 px:
+    49 GB) neither host nor GPU memory holds a copy of the catalogue. A fitted
+    model keeps only the items' embeddings, not the images.
 
     Deterministic for a seed on CPU: the network's initialisation is seeded
     (:class:`~raygrid.extractors.cnnf.CNNF`), and dropout draws from the global
@@ -96,7 +108,7 @@ class DVBPR(PairwiseRecommender):
 
     def __init__(self, config: Config | None = None, **kwargs: Any) -> None:
         super().__init__(self.Config() if config is None else config, **kwargs)
-        self._images: torch.Tensor | None = None  # uint8 (n_items, H, W, 3) on device
+        self._images: Any = None  # uint8 (n_items, H, W, 3) array-like (or small device tensor), while fitting
         self._item_embeddings: torch.Tensor | None = None  # of the fitted images, after training
         self.fresh_scores = True  # score() returns a new tensor each call
 
@@ -110,12 +122,15 @@ class DVBPR(PairwiseRecommender):
             super()._fit(train_users, train_items, item_features)
         with torch.no_grad():
             self._item_embeddings = self._embed(None)
+        self._images = None  # the embeddings stand for the fitted images from now on
 
     def _build(self, train_users, train_items, item_features, generator) -> _DVBPRParameters:
         from raygrid.extractors.cnnf import CNNF
 
         images = self._check_images(item_features)
-        self._images = torch.as_tensor(images, device=self.device)
+        if self.device.type == "cuda" and np.prod(images.shape) <= DEVICE_COPY_BYTES:
+            images = torch.as_tensor(np.asarray(images), device=self.device)  # one copy instead of one per step
+        self._images = images
         cfg = self.config
         cnn = CNNF(cfg.factors, dropout=cfg.dropout, fc_dim=cfg.fc_dim, seed=self.seed)
         return _DVBPRParameters(self.n_users, cfg.factors, cnn, generator)
@@ -130,20 +145,38 @@ class DVBPR(PairwiseRecommender):
 
     def _training_loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
         items = torch.cat((pos, neg))
-        embeddings = self.params.cnn(self._float_images(self._images.index_select(0, items)))
+        embeddings = self.params.cnn(self._float_images(self._read(self._images, items)))
         theta_u = self.params.user_factors.index_select(0, users)
         x = (theta_u.repeat(2, 1) * embeddings).sum(1)
         return self._pair_loss(x) + self.config.reg * theta_u.square().sum() / users.shape[0]
 
     # ------------------------------------------------------------------ images
 
-    def _check_images(self, images: Any) -> np.ndarray:
+    def _check_images(self, images: Any) -> Any:
+        """``images`` if it is a ``uint8`` ``(n_items, H, W, 3)`` array-like, read without copying it.
+
+        An ``ndarray``, a memory map or a :class:`~raygrid.data.patched.PatchedRows`
+        passes as it is; anything else (nested lists) is converted.
+        """
         if images is None:
             raise ValueError("DVBPR needs the item images, uint8 (n_items, H, W, 3), as item_features")
-        images = np.asarray(images)
-        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[0] != self.n_items or images.shape[-1] != 3:
-            raise ValueError(f"DVBPR item images must be uint8 (n_items={self.n_items}, H, W, 3), got {images.dtype} {images.shape}")
+        if isinstance(images, torch.Tensor):
+            images = images.cpu().numpy()
+        if not all(hasattr(images, name) for name in ("shape", "dtype", "__getitem__")):
+            images = np.asarray(images)
+        shape, dtype = tuple(images.shape), np.dtype(images.dtype)
+        if dtype != np.uint8 or len(shape) != 4 or shape[0] != self.n_items or shape[-1] != 3:
+            raise ValueError(f"DVBPR item images must be uint8 (n_items={self.n_items}, H, W, 3), got {dtype} {shape}")
         return images
+
+    def _read(self, images: Any, index: slice | torch.Tensor) -> torch.Tensor:
+        """Rows ``index`` (a slice, or item ids) of uint8 ``images`` as a tensor on the model's device."""
+        if isinstance(images, torch.Tensor):  # a catalogue copied to the device
+            return images[index] if isinstance(index, slice) else images.index_select(0, index.to(images.device))
+        batch = np.asarray(images[index if isinstance(index, slice) else index.cpu().numpy()])
+        if not (batch.flags.writeable and batch.flags.c_contiguous):
+            batch = np.array(batch)  # a slice of a read-only memory map: torch wants writable rows
+        return torch.from_numpy(batch).to(self.device)
 
     @staticmethod
     def _float_images(images: torch.Tensor) -> torch.Tensor:
@@ -168,7 +201,7 @@ class DVBPR(PairwiseRecommender):
             if tuple(source.shape[:2]) != (self.n_items, 3):
                 raise ValueError(f"float item images must be (n_items={self.n_items}, 3, H, W), got {tuple(source.shape)}")
         else:
-            source, is_float = torch.as_tensor(self._check_images(item_features), device=self.device), False
+            source, is_float = self._check_images(item_features), False
         cnn = self.params.cnn
         was_training = cnn.training
         cnn.eval()
@@ -176,8 +209,9 @@ class DVBPR(PairwiseRecommender):
             step = self.config.score_batch
             parts = []
             for start in range(0, self.n_items, step):
-                chunk = source[start : start + step]
-                parts.append(cnn(self._fit_size(chunk) if is_float else self._float_images(chunk)))
+                rows = slice(start, start + step)
+                chunk = self._fit_size(source[rows]) if is_float else self._float_images(self._read(source, rows))
+                parts.append(cnn(chunk))
             return torch.cat(parts)
         finally:
             cnn.train(was_training)

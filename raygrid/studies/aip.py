@@ -43,6 +43,7 @@ from pydantic import BaseModel
 
 from raygrid.config.sections import ResourcesConfig
 from raygrid.data.dataset import Dataset
+from raygrid.data.patched import PatchedRows
 from raygrid.errors import ConfigError
 from raygrid.pipeline.outcome import TrialOutcome
 from raygrid.pipeline.spec import StageContext, StageSpec, stage
@@ -275,15 +276,18 @@ def aip_trial_graph(
 # --------------------------------------------------------------------------- the stages
 
 
-def _swapped(base: Any, cold: np.ndarray, rows: np.ndarray) -> Callable[[], np.ndarray]:
+def _swapped(base: Any, cold: np.ndarray, rows: np.ndarray) -> Callable[[], np.ndarray | PatchedRows]:
     """The catalogue ``base`` with the cold items' rows replaced by ``rows``, built when called.
 
     At the paper's scale a catalogue's features are gigabytes (326k x 2048 float32:
     2.7 GB); building each version when its scoring pass starts keeps one copy
-    alive, not two.
+    alive, not two. Images (``(n, H, W, 3)``, for DVBPR, 49 GB at 224 px) are never
+    copied: a :class:`PatchedRows` view reads them batch by batch.
     """
 
-    def build() -> np.ndarray:
+    def build() -> np.ndarray | PatchedRows:
+        if np.ndim(base) == 4:
+            return PatchedRows(base, cold, rows)
         content = np.array(base)
         content[cold] = rows
         return content
@@ -422,16 +426,16 @@ def ranker_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: StageConte
     ones when the trial defends every image); DVBPR gets the images (defended
     likewise). Cold items are passed as such, so no training step samples them.
     """
-    from raygrid.defenses.base import build_defense
+    from raygrid.defenses.base import build_defense, defend_catalogue
 
     dataset: Dataset = inputs["dataset"]
     split: ColdSplit = inputs["split"]
     cls = RECOMMENDERS.get(params["recommender"]["name"])
     recommender = cls(cls.Config.model_validate(params["recommender"]), seed=params["seed"], device=ctx.device)
     if getattr(cls, "input_kind", "features") == "images":
-        content = np.asarray(dataset.images)
+        content = dataset.images  # read batch by batch: a memory map stays one
         if "defense" in params:
-            content = build_defense(params["defense"])(np.ascontiguousarray(content))
+            content = defend_catalogue(build_defense(params["defense"]), content)
     else:
         content = inputs["features"].features
     start = time.perf_counter()
@@ -530,7 +534,7 @@ def hook_ceiling_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: Stag
     Computed once per platform (ranker, catalogue, defense of the whole catalogue)
     and shared by every hook attack's trial on it.
     """
-    from raygrid.defenses.base import build_defense
+    from raygrid.defenses.base import build_defense, defend_catalogue
     from raygrid.metrics.coldstart import injected_hit_ratio
 
     dataset: Dataset = inputs["dataset"]
@@ -541,7 +545,7 @@ def hook_ceiling_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: Stag
     if getattr(recommender, "input_kind", "features") == "images":
         base = dataset.images
         if params["defense"]["name"] != "none":
-            base = build_defense(params["defense"])(np.asarray(base))
+            base = defend_catalogue(build_defense(params["defense"]), base)
     else:
         base = inputs["features"].features
     cold = split.cold_items
@@ -567,7 +571,7 @@ def evaluate_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: StageCon
     stage instead of being scored again in every such trial.
     """
     from raygrid.attacks.storage import image_archive
-    from raygrid.defenses.base import build_defense
+    from raygrid.defenses.base import build_defense, defend_catalogue
     from raygrid.extractors.extract import extract
     from raygrid.metrics.coldstart import two_stage_evaluation
     from raygrid.metrics.significance import paired_tests
@@ -590,7 +594,7 @@ def evaluate_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: StageCon
     if getattr(recommender, "input_kind", "features") == "images":
         base = dataset.images
         if defense is not None and defense.apply_to == "all":
-            base = defense(np.asarray(base))
+            base = defend_catalogue(defense, base)
         coop_rows, adv_rows = coop_images, adv_images
     else:
         model = inputs["extractor"].build(ctx.device)

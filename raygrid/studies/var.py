@@ -48,6 +48,7 @@ from pydantic import BaseModel
 
 from raygrid.config.sections import ResourcesConfig
 from raygrid.data.dataset import Dataset
+from raygrid.data.patched import PatchedRows
 from raygrid.errors import ConfigError
 from raygrid.hashing import canonical_json
 from raygrid.pipeline.outcome import TrialOutcome
@@ -630,9 +631,9 @@ def ranking_stage(params: dict[str, Any], inputs: dict[str, Any], ctx: StageCont
     # Image recommenders (DVBPR) learn from the catalogue's images, with the attacked ones swapped in.
     content = features.features
     if getattr(rec_cls, "input_kind", "features") == "images":
-        content = np.array(dataset.images)
+        content = dataset.images  # read batch by batch: a memory map is never copied whole
         if "attack" in inputs:
-            content[inputs["attack"].items] = inputs["attack"].images
+            content = PatchedRows(content, inputs["attack"].items, inputs["attack"].images)
     recommender.fit(
         dataset.n_users, dataset.n_items, dataset.train_users, dataset.train_items, content,
         validation_items=getattr(dataset, "validation_items", None),

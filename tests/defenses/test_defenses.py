@@ -144,3 +144,16 @@ def test_apply_to_defaults_to_every_image():
     assert JPEG().apply_to == "all" and NoDefense().apply_to == "all"
     assert BitDepth(BitDepth.Config(apply_to="attacked")).apply_to == "attacked"
     assert BitDepth(BitDepth.Config(bits=2, apply_to="attacked")).label() == "bit_depth2_attacked"
+
+
+@pytest.mark.parametrize("spill_bytes", [None, 0])
+def test_a_catalogue_defended_in_batches_equals_the_whole_defended_at_once(spill_bytes):
+    from raygrid.defenses.base import build_defense, defend_catalogue
+
+    images = np.random.default_rng(3).integers(0, 256, (37, 24, 24, 3), dtype=np.uint8)
+    for config in ({"name": "jpeg", "quality": 50}, {"name": "bit_depth", "bits": 3}):
+        defense = build_defense(config)
+        out = defend_catalogue(defense, images, batch=8, spill_bytes=spill_bytes)
+        np.testing.assert_array_equal(out, defense(images))
+        # Over the limit the result lives in a temporary file's pages, not in private memory.
+        assert isinstance(out, np.memmap) == (spill_bytes == 0)

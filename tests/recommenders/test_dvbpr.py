@@ -72,6 +72,42 @@ def test_swapped_images_rescore_without_refitting_and_give_pixel_gradients(train
     assert pixels.grad[3].abs().sum() > 0 and pixels.grad[4].abs().sum() == 0
 
 
+def test_a_memory_mapped_catalogue_and_a_patched_view_give_the_scores_of_in_memory_copies(problem, tmp_path):
+    # The AIP study's catalogues (49 GB of images) stay memory-mapped; swapped items come as a view.
+    from raygrid.data.patched import PatchedRows
+
+    users, items, _, images, _ = problem
+    np.save(tmp_path / "images.npy", images)
+    mapped = np.load(tmp_path / "images.npy", mmap_mode="r")
+    config = CONFIG.model_copy(update={"epochs": 1, "score_batch": 5})
+    in_memory = DVBPR(config, seed=2).fit(N_USERS, N_ITEMS, users, items, images)
+    from_map = DVBPR(config, seed=2).fit(N_USERS, N_ITEMS, users, items, mapped)
+    everyone = np.arange(N_USERS)
+    assert torch.equal(in_memory.score(everyone), from_map.score(everyone))
+    swapped = images.copy()
+    swapped[[0, 9]] = images[[PER_GROUP, 1]]
+    view = PatchedRows(mapped, np.array([0, 9]), images[[PER_GROUP, 1]])
+    assert torch.equal(from_map.score(everyone, view), in_memory.score(everyone, swapped))
+    # A fitted model keeps the images' embeddings, not the images: a cached ranker is small.
+    assert from_map._images is None and from_map.topk(3).shape == (N_USERS, 3)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_a_gpu_a_catalogue_read_per_step_trains_as_one_copied_to_the_device(problem, tmp_path, monkeypatch):
+    import raygrid.recommenders.dvbpr as dvbpr
+
+    users, items, _, images, _ = problem
+    np.save(tmp_path / "images.npy", images)
+    mapped = np.load(tmp_path / "images.npy", mmap_mode="r")
+    config = CONFIG.model_copy(update={"epochs": 2})
+    copied = DVBPR(config, seed=2, device="cuda").fit(N_USERS, N_ITEMS, users, items, mapped)
+    monkeypatch.setattr(dvbpr, "DEVICE_COPY_BYTES", 0)
+    streamed = DVBPR(config, seed=2, device="cuda").fit(N_USERS, N_ITEMS, users, items, mapped)
+    everyone = np.arange(N_USERS)
+    torch.testing.assert_close(copied.score(everyone), streamed.score(everyone))
+
+
 def test_dvbpr_rejects_features_instead_of_images(problem):
     users, items = problem[0], problem[1]
     with pytest.raises(ValueError, match="uint8"):
